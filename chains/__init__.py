@@ -1,0 +1,1 @@
+"""Pluggable extraction chains, the prompt and the output parser."""

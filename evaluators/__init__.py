@@ -1,0 +1,1 @@
+"""Scorers as plain functions and LangSmith custom evaluators."""

@@ -1,0 +1,1 @@
+"""LangGraph state machine: state, nodes and build_graph()."""

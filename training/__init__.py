@@ -1,0 +1,1 @@
+"""Dataset formatting, LoRA/QLoRA SFT and OpenAI fine-tuning jobs."""

@@ -1,0 +1,1 @@
+"""The triplesmith command line."""

@@ -1,0 +1,1 @@
+"""Dataset loaders, splits and the embedded sample dataset."""

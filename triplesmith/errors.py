@@ -1,0 +1,29 @@
+"""The exception families: every error a user can cause is one of these."""
+
+
+class TriplesmithError(Exception):
+    """Base of every error triplesmith raises on purpose; the CLI prints it without a traceback."""
+
+
+class DatasetError(TriplesmithError):
+    """A dataset file, row or split is malformed or unusable."""
+
+
+class ModelError(TriplesmithError):
+    """A model cannot be found, loaded or converted."""
+
+
+class ChainError(TriplesmithError):
+    """A chain spec is invalid or a chain cannot run."""
+
+
+class EvaluatorError(TriplesmithError):
+    """An evaluator got input it cannot score, or a judge answered out of range."""
+
+
+class TrainingError(TriplesmithError):
+    """Training cannot start or continue with the given data, model or machine."""
+
+
+class ExperimentError(TriplesmithError):
+    """An experiment store or run is inconsistent."""
