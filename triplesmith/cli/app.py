@@ -1,0 +1,68 @@
+"""The `triplesmith` command: one Typer app, one sub-command group per capability."""
+
+import logging
+import os
+import sys
+
+import typer
+from rich.console import Console
+
+from triplesmith.cli import data as data_cli
+from triplesmith.cli import models as models_cli
+from triplesmith.errors import TriplesmithError
+
+app = typer.Typer(
+    help="Prompt a big model or fine-tune a small one? Knowledge-graph triple extraction, end to end.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+)
+app.add_typer(data_cli.app, name="data")
+app.add_typer(models_cli.app, name="models")
+
+err = Console(stderr=True)
+
+
+@app.callback()
+def _root(
+    verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v, -vv)."),
+) -> None:
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    if verbose == 0:
+        for noisy in ("httpx", "transformers", "langsmith"):
+            logging.getLogger(noisy).setLevel(logging.ERROR)
+
+
+def register(module_name: str, name: str | None = None) -> None:
+    """Attach a capability's sub-app or command (kept optional so one missing extra never breaks all)."""
+    import importlib
+
+    module = importlib.import_module(f"triplesmith.cli.{module_name}")
+    if hasattr(module, "app"):
+        app.add_typer(module.app, name=name or module_name)
+    else:
+        module.register(app)
+
+
+for _module in ("extract", "train", "openai", "score", "compare", "study"):
+    try:
+        register(_module)
+    except ModuleNotFoundError as exc:
+        if exc.name != f"triplesmith.cli.{_module}":
+            raise
+
+
+def main() -> None:
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    try:
+        app()
+    except TriplesmithError as exc:
+        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted; finished work is saved, rerun the same command to resume")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
