@@ -1,0 +1,74 @@
+"""Run-time settings, read from the environment (`TRIPLESMITH_*`, plus the providers' own keys).
+
+Secrets are `SecretStr`: they never print, and `public_dict()` leaves them out of anything
+written to disk (manifests, reports, the experiment store).
+"""
+
+import os
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+
+
+class TriageThresholds(BaseModel):
+    """Named thresholds of the triage rules (graph/triage.py)."""
+
+    grounding: float = Field(
+        0.8, description="fuzzy score a content word needs to count as in the sentence"
+    )
+    hallucination_share: float = Field(
+        0.5, description="share of ungrounded content words that tags a field"
+    )
+    repetition_ngram: int = Field(4, description="n of the looping n-gram check")
+    repetition_count: int = Field(3, description="repeats of one n-gram that tag repetition")
+    near_duplicate: float = Field(
+        90.0, description="rapidfuzz ratio above which two triples are near-duplicates"
+    )
+    omission_recall: float = Field(0.3, description="recall below this (with gold) tags omission")
+    over_extraction_ratio: float = Field(2.0, description="predicted/gold count above this ...")
+    over_extraction_precision: float = Field(
+        0.3, description="... with precision below this tags over_extraction"
+    )
+
+
+class Settings(BaseModel):
+    """Everything configurable without code. Build with `Settings.from_env()`."""
+
+    openai_api_key: SecretStr | None = None
+    openai_base_url: str | None = None
+    langsmith_api_key: SecretStr | None = None
+    few_shot_k: int = 3
+    few_shot_seed: int = 0
+    max_repairs: int = 1
+    request_timeout_s: float = 120.0
+    max_retries: int = 2
+    judge_model: str | None = None
+    triple_match_threshold: float = 85.0
+    triage: TriageThresholds = Field(default_factory=TriageThresholds)
+
+    @classmethod
+    def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        if env.get("OPENAI_API_KEY"):
+            values["openai_api_key"] = SecretStr(env["OPENAI_API_KEY"])
+        base_url = env.get("TRIPLESMITH_OPENAI_BASE_URL") or env.get("OPENAI_BASE_URL")
+        if base_url:
+            values["openai_base_url"] = base_url
+        if env.get("LANGSMITH_API_KEY"):
+            values["langsmith_api_key"] = SecretStr(env["LANGSMITH_API_KEY"])
+        for name, field in cls.model_fields.items():
+            key = f"TRIPLESMITH_{name.upper()}"
+            if key in env and name not in values and field.annotation in (int, float, str | None):
+                values[name] = env[key]
+        return cls.model_validate(values)
+
+    def public_dict(self) -> dict[str, Any]:
+        """The settings without secrets, safe to write into manifests and reports."""
+        return self.model_dump(mode="json", exclude={"openai_api_key", "langsmith_api_key"})
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    return Settings.from_env()
