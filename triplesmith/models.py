@@ -85,6 +85,9 @@ def convert_embedded(name: str = "smollm2", force: bool = False) -> Path:
     if marker.is_file() and not force:
         return target
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
 
     started = time.perf_counter()
     log.info("converting %s to safetensors (once; about half a minute)", gguf.name)

@@ -1,0 +1,136 @@
+"""Build chains from a spec string or keyword arguments; chains are cached per process."""
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from langchain_core.language_models import BaseChatModel
+
+from triplesmith.chains.base import ExtractionChain
+from triplesmith.chains.chat import ChatChain
+from triplesmith.chains.hf_engine import GenerationOptions, get_engine
+from triplesmith.chains.local import LocalChain
+from triplesmith.chains.shots import ShotSelector
+from triplesmith.chains.spec import ChainSpec, parse_spec
+from triplesmith.errors import ChainError, TriplesmithError
+from triplesmith.schema import Example
+from triplesmith.settings import Settings, get_settings
+
+DEFAULT_SHOTS = "sample:train"
+
+_CACHE: dict[tuple[str, str, frozenset[str]], ExtractionChain] = {}
+_LOCK = threading.Lock()
+
+
+def _pool(shots: str | Sequence[Example] | None) -> tuple[str, list[Example]]:
+    from triplesmith.data.registry import load_dataset
+
+    if shots is None:
+        shots = DEFAULT_SHOTS
+    if isinstance(shots, str):
+        try:
+            return shots, load_dataset(shots)
+        except TriplesmithError as exc:
+            raise ChainError(f"few-shot pool {shots!r}: {exc}") from exc
+    examples = list(shots)
+    return "ids:" + ",".join(sorted(e.id for e in examples)), examples
+
+
+def _openai_model(spec: ChainSpec, settings: Settings) -> BaseChatModel:
+    from langchain_openai import ChatOpenAI
+
+    key = settings.openai_api_key
+    if key is None and not settings.openai_base_url:
+        raise ChainError(
+            f"chain {spec}: set OPENAI_API_KEY (or TRIPLESMITH_OPENAI_BASE_URL for an "
+            "OpenAI-compatible server) to use an OpenAI model"
+        )
+    return ChatOpenAI(
+        model=spec.model_name,
+        api_key=key.get_secret_value() if key else "unused",
+        base_url=settings.openai_base_url,
+        temperature=float(spec.options.get("temperature", 0.0)),
+        max_retries=settings.max_retries,
+        timeout=float(spec.options.get("timeout", settings.request_timeout_s)),
+        logprobs=spec.kind == "openai-ft",
+    )
+
+
+def build_chain(
+    spec: str | ChainSpec,
+    shots: str | Sequence[Example] | None = None,
+    exclude_ids: Sequence[str] = (),
+    chat_model: BaseChatModel | None = None,
+    settings: Settings | None = None,
+) -> ExtractionChain:
+    """A new chain for `spec` (see chains/spec.py). `shots` is the few-shot pool (a dataset name
+    or examples; default the sample's train split); `exclude_ids` are test ids it must not hold."""
+    spec = parse_spec(spec)
+    settings = settings or get_settings()
+    opts = spec.options
+    k = int(opts.get("k", settings.few_shot_k if spec.kind == "few-shot" else 0))
+    if spec.kind == "zero-shot":
+        k = 0
+    selector = None
+    if k > 0:
+        _, pool = _pool(shots)
+        selector = ShotSelector(
+            pool,
+            k,
+            seed=int(opts.get("seed", settings.few_shot_seed)),
+            exclude_ids=exclude_ids,
+            similar=bool(opts.get("similar", False)),
+        )
+    if opts.get("constrained"):
+        raise ChainError(
+            f"chain {spec}: constrained decoding is not available in this version; "
+            "drop +constrained (the parser and the repair step handle format errors)"
+        )
+    if chat_model is not None or spec.provider == "openai":
+        model = chat_model or _openai_model(spec, settings)
+        structured = opts.get("structured")
+        if structured is None and spec.kind == "openai-ft":
+            structured = False  # fine-tuned on plain JSON answers
+        return ChatChain(
+            str(spec),
+            model,
+            shots=selector,
+            structured=None if structured is None else bool(structured),
+            model_name=spec.model_name if chat_model is None else None,
+        )
+    engine = get_engine(spec.model, adapter=opts.get("adapter"))  # type: ignore[arg-type]
+    options = GenerationOptions(
+        max_new_tokens=opts.get("max_new_tokens"),  # type: ignore[arg-type]
+        repetition_penalty=opts.get("repetition_penalty"),  # type: ignore[arg-type]
+        no_repeat_ngram_size=opts.get("no_repeat_ngram_size"),  # type: ignore[arg-type]
+    )
+    if "batch_size" in opts:
+        engine.batch_size = int(opts["batch_size"])
+    return LocalChain(str(spec), engine, shots=selector, options=options)
+
+
+def get_chain(
+    kind_or_spec: str,
+    model: str | BaseChatModel | None = None,
+    shots: str | Sequence[Example] | None = None,
+    exclude_ids: Sequence[str] = (),
+    **options: Any,
+) -> ExtractionChain:
+    """`get_chain("few-shot", model="smollm2", k=3)`, `get_chain("hf:smollm2+adapter=DIR")`,
+    or `get_chain("few-shot", model=any_chat_model)`. Chains of spec strings are cached."""
+    chat_model = model if isinstance(model, BaseChatModel) else None
+    if ":" in kind_or_spec or (model is None and not options):
+        spec = parse_spec(kind_or_spec)
+    else:
+        text = kind_or_spec
+        if isinstance(model, str):
+            text += f":{model}"
+        text += "".join(f"+{key}={value}" for key, value in options.items())
+        spec = parse_spec(text)
+    if chat_model is not None:
+        return build_chain(spec, shots=shots, exclude_ids=exclude_ids, chat_model=chat_model)
+    key = (str(spec), _pool(shots)[0] if spec.kind == "few-shot" else "", frozenset(exclude_ids))
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = build_chain(spec, shots=shots, exclude_ids=exclude_ids)
+        return _CACHE[key]
