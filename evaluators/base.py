@@ -1,0 +1,233 @@
+"""What every evaluator shares: the feedback it returns, the run outputs it reads, its interface.
+
+An evaluator scores one run's outputs against one example (`evaluate`, per example) and, when it
+has corpus-level figures, the whole dataset at once (`summarise`). `safe_evaluate` and
+`safe_summarise` turn an evaluator that raises into error feedback, so one bad example never
+stops a run.
+"""
+
+import logging
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+
+from triplesmith.chains.extraction import Extraction
+from triplesmith.errors import EvaluatorError
+from triplesmith.schema import Example, Triple
+
+logger = logging.getLogger(__name__)
+
+RunOutputs = Extraction | Mapping[str, Any]
+"""A run's outputs: an `Extraction`, or its JSON dict (`Extraction.to_output()`), optionally
+with `"tags": [{"name", "evidence", "span"}, ...]` added by the graph's triage node."""
+
+
+class Feedback(BaseModel):
+    """One metric for one example (or, from `summarise`, for a whole dataset).
+
+    `score` is a finite float, or None when the evaluator failed; then `error` says why.
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+    key: str
+    score: float | None = None
+    comment: str | None = None
+    error: str | None = None
+
+    @field_validator("key")
+    @classmethod
+    def _key(cls, value: str) -> str:
+        if not value:
+            raise ValueError("feedback key must be a non-empty string")
+        return value
+
+    @field_validator("score")
+    @classmethod
+    def _score(cls, value: float | None) -> float | None:
+        if value is not None and not math.isfinite(value):
+            raise ValueError(f"score must be a finite number, got {value}")
+        return value
+
+
+class Prediction(BaseModel):
+    """The part of a run's outputs that evaluators read.
+
+    `tags` is None when the outputs carry no `tags` entry (no triage ran), else the tag names.
+    """
+
+    triples: list[Triple]
+    confidences: list[float] | None = None
+    complete: bool = False
+    error: str | None = None
+    tags: list[str] | None = None
+
+    @property
+    def parsed(self) -> bool:
+        """True when the answer parsed fully and the model call did not fail."""
+        return self.error is None and self.complete
+
+
+def read_prediction(outputs: RunOutputs) -> Prediction:
+    """Read an `Extraction` or its JSON dict; a malformed dict raises `EvaluatorError`."""
+    if isinstance(outputs, Extraction):
+        outputs = outputs.model_dump(include={"triples", "confidences", "diagnostics", "error"})
+    if not isinstance(outputs, Mapping):
+        raise EvaluatorError(
+            f"run outputs must be an Extraction or its JSON dict, got {type(outputs).__name__}"
+        )
+    triples = _read_triples(outputs.get("triples"))
+    confidences = outputs.get("confidences")
+    if confidences is not None and (
+        not isinstance(confidences, list) or len(confidences) != len(triples)
+    ):
+        raise EvaluatorError(
+            f"outputs.confidences must be null or a list of {len(triples)} numbers "
+            f"(one per triple), got {confidences!r:.80}"
+        )
+    diagnostics = outputs.get("diagnostics")
+    complete = isinstance(diagnostics, Mapping) and diagnostics.get("complete") is True
+    error = outputs.get("error")
+    try:
+        return Prediction(
+            triples=triples,
+            confidences=confidences,
+            complete=complete,
+            error=None if error is None else str(error),
+            tags=_read_tags(outputs.get("tags")),
+        )
+    except ValidationError as exc:
+        raise EvaluatorError(
+            f"outputs.confidences must be numbers: {exc.errors()[0]['msg']}"
+        ) from exc
+
+
+def _read_triples(raw: Any) -> list[Triple]:
+    if raw is None:
+        return []
+    if not isinstance(raw, list):
+        raise EvaluatorError(
+            f'outputs.triples must be a list of {{"s", "relation", "object"}}, '
+            f"got {type(raw).__name__}"
+        )
+    triples = []
+    for index, item in enumerate(raw):
+        try:
+            triples.append(item if isinstance(item, Triple) else Triple.model_validate(item))
+        except ValidationError as exc:
+            raise EvaluatorError(
+                f'outputs.triples[{index}] must be {{"s", "relation", "object"}} with non-empty '
+                f"strings, got {item!r:.80}"
+            ) from exc
+    return triples
+
+
+def _read_tags(raw: Any) -> list[str] | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list):
+        raise EvaluatorError(f"outputs.tags must be a list of tags, got {type(raw).__name__}")
+    names = []
+    for index, tag in enumerate(raw):
+        name = tag if isinstance(tag, str) else _field(tag, "name")
+        if not isinstance(name, str) or not name:
+            raise EvaluatorError(
+                f'outputs.tags[{index}] must be a tag name or {{"name", "evidence", "span"}}, '
+                f"got {tag!r:.80}"
+            )
+        names.append(name)
+    return names
+
+
+def _field(item: Any, name: str) -> Any:
+    return item.get(name) if isinstance(item, Mapping) else getattr(item, name, None)
+
+
+class Evaluator(ABC):
+    """A scorer of run outputs against examples.
+
+    `keys` are the feedback keys `evaluate` emits (error feedback uses them too);
+    `summary_keys` those `summarise` emits, empty when it has no corpus-level figures.
+    """
+
+    name: str
+    keys: tuple[str, ...]
+    summary_keys: tuple[str, ...] = ()
+
+    @abstractmethod
+    def evaluate(self, outputs: RunOutputs, example: Example) -> list[Feedback]:
+        """Feedback for one example's outputs."""
+
+    def summarise(
+        self, outputs_list: Sequence[RunOutputs], examples: Sequence[Example]
+    ) -> list[Feedback]:
+        """Corpus-level feedback over a dataset; `outputs_list[i]` belongs to `examples[i]`."""
+        return []
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}(name={self.name!r})"
+
+
+def error_feedback(keys: Sequence[str], exc: BaseException) -> list[Feedback]:
+    """One error feedback per key, naming the exception."""
+    message = f"{type(exc).__name__}: {exc}"
+    return [Feedback(key=key, error=message) for key in keys]
+
+
+def safe_evaluate(evaluator: Evaluator, outputs: RunOutputs, example: Example) -> list[Feedback]:
+    """`evaluator.evaluate`, with an exception turned into error feedback for each of its keys."""
+    try:
+        feedback = evaluator.evaluate(outputs, example)
+        _check_feedback(evaluator, feedback)
+        return feedback
+    except Exception as exc:  # one example's failure is recorded, never fatal
+        logger.warning("evaluator %s failed on example %s: %s", evaluator.name, example.id, exc)
+        return error_feedback(evaluator.keys or (evaluator.name,), exc)
+
+
+def safe_summarise(
+    evaluator: Evaluator, outputs_list: Sequence[RunOutputs], examples: Sequence[Example]
+) -> list[Feedback]:
+    """`evaluator.summarise`, with an exception turned into error feedback for its summary keys."""
+    try:
+        if len(outputs_list) != len(examples):
+            raise EvaluatorError(
+                f"summarise needs one outputs per example, got {len(outputs_list)} outputs "
+                f"for {len(examples)} examples"
+            )
+        feedback = evaluator.summarise(outputs_list, examples)
+        _check_feedback(evaluator, feedback)
+        return feedback
+    except Exception as exc:
+        logger.warning("evaluator %s failed to summarise: %s", evaluator.name, exc)
+        return error_feedback(evaluator.summary_keys or (evaluator.name,), exc)
+
+
+def _check_feedback(evaluator: Evaluator, feedback: Any) -> None:
+    if not isinstance(feedback, list) or not all(isinstance(f, Feedback) for f in feedback):
+        raise EvaluatorError(
+            f"evaluator {evaluator.name!r} must return a list of Feedback, "
+            f"got {type(feedback).__name__}"
+        )
+
+
+def evaluate_all(
+    evaluators: Sequence[Evaluator], outputs: RunOutputs, example: Example
+) -> list[Feedback]:
+    """Every evaluator's feedback for one example, failures recorded as error feedback."""
+    return [f for evaluator in evaluators for f in safe_evaluate(evaluator, outputs, example)]
+
+
+def summarise_all(
+    evaluators: Sequence[Evaluator], outputs_list: Sequence[RunOutputs], examples: Sequence[Example]
+) -> list[Feedback]:
+    """Every evaluator's corpus-level feedback, failures recorded as error feedback."""
+    return [
+        f
+        for evaluator in evaluators
+        if evaluator.summary_keys
+        for f in safe_summarise(evaluator, outputs_list, examples)
+    ]
