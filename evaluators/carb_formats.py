@@ -190,7 +190,11 @@ def _read_clausie(path: Path) -> Tuples:
 
 
 def _normalise_confidences(predicted: Tuples) -> Tuples:
-    """PropS scores are log-probabilities; the reference maps them affinely into (0, 1)."""
+    """PropS scores are log-probabilities; the reference maps them affinely into (0, 1).
+
+    (Some versions of its ClausIE reader do the same; an increasing affine map changes no figure,
+    only the reported best-F1 threshold, so ClausIE confidences are kept as written.)
+    """
     values = [t.confidence for tuples in predicted.values() for t in tuples]
     if not values:
         return predicted
@@ -227,7 +231,9 @@ def read_carb_predictions(path: str | Path, fmt: PredictionFormat) -> Tuples:
         try:
             parsed = read_line(fields)
         except _Malformed as exc:
-            raise EvaluatorError(f"{path}:{number}: {fmt} line: {exc}") from None
+            raise EvaluatorError(
+                f"{path}:{number}: not a {fmt} line: {exc}; check that the file is in {fmt} format"
+            ) from None
         if parsed is not None:
             sentence, extraction = parsed
             predicted.setdefault(sentence, []).append(extraction)
