@@ -1,0 +1,1 @@
+"""Experiments: running chains over datasets, the resumable store, comparisons and reports."""
