@@ -18,8 +18,20 @@ from triplesmith.settings import Settings, get_settings
 
 DEFAULT_SHOTS = "sample:train"
 
+_CHAT_MODELS: dict[str, BaseChatModel] = {}
 _CACHE: dict[tuple[str, str, frozenset[str]], ExtractionChain] = {}
 _LOCK = threading.Lock()
+
+
+def register_chat_model(name: str, model: BaseChatModel) -> None:
+    """Make `few-shot:NAME` / `zero-shot:NAME` specs use this chat model (any LangChain chat
+    model: Anthropic, a local server, a fake in tests), from the CLI, the graph and experiments."""
+    if not name or any(c in name for c in ":+="):
+        raise ChainError(f"chat model name {name!r} must be non-empty, without ':', '+' or '='")
+    with _LOCK:
+        _CHAT_MODELS[name] = model
+        for key in [key for key in _CACHE if parse_spec(key[0]).model == name]:
+            del _CACHE[key]
 
 
 def _pool(shots: str | Sequence[Example] | None) -> tuple[str, list[Example]]:
@@ -86,6 +98,10 @@ def build_chain(
             f"chain {spec}: constrained decoding is not available in this version; "
             "drop +constrained (the parser and the repair step handle format errors)"
         )
+    if chat_model is None and spec.model in _CHAT_MODELS:
+        chat_model = _CHAT_MODELS[spec.model]
+        if spec.kind in ("hf", "openai-ft"):
+            raise ChainError(f"chain {spec}: a registered chat model runs few-shot or zero-shot")
     if chat_model is not None or spec.provider == "openai":
         model = chat_model or _openai_model(spec, settings)
         structured = opts.get("structured")
@@ -96,7 +112,9 @@ def build_chain(
             model,
             shots=selector,
             structured=None if structured is None else bool(structured),
-            model_name=spec.model_name if chat_model is None else None,
+            model_name=spec.model_name
+            if chat_model is None or spec.model in _CHAT_MODELS
+            else None,
         )
     engine = get_engine(spec.model, adapter=opts.get("adapter"))  # type: ignore[arg-type]
     options = GenerationOptions(

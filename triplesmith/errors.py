@@ -27,3 +27,8 @@ class TrainingError(TriplesmithError):
 
 class ExperimentError(TriplesmithError):
     """An experiment store or run is inconsistent."""
+
+
+class InvalidInputError(ChainError, ValueError):
+    """A request the graph cannot run (no sentence, bad gold, unknown chain). A ValueError too,
+    so `langgraph dev` passes its message back to the caller instead of masking it."""

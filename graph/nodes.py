@@ -1,0 +1,192 @@
+"""The graph's nodes: validate → route → extract → parse → triage → (repair) → score → finish."""
+
+from typing import Any
+
+from langchain_core.runnables import RunnableConfig
+from langgraph.types import Send
+
+from triplesmith.chains.parser import ParseDiagnostics, parse_triples
+from triplesmith.chains.registry import get_chain
+from triplesmith.chains.spec import ChainSpec, parse_spec
+from triplesmith.errors import ChainError, InvalidInputError
+from triplesmith.graph.state import BranchState, ExtractorState
+from triplesmith.graph.triage import triage
+from triplesmith.schema import Example, Triple
+from triplesmith.settings import get_settings
+from triplesmith.text import collapse_whitespace
+
+DEFAULT_CHAIN = "few-shot:smollm2"
+
+
+def run_options(config: RunnableConfig | None, runtime: Any = None) -> dict[str, Any]:
+    """The run's configuration: the run context (if any) overlaid by `configurable`."""
+    options: dict[str, Any] = {}
+    context = getattr(runtime, "context", None)
+    if isinstance(context, dict):
+        options.update({k: v for k, v in context.items() if v is not None})
+    configurable = (config or {}).get("configurable") or {}
+    options.update({k: v for k, v in configurable.items() if not k.startswith(("__", "langgraph_", "thread_", "checkpoint_", "run_", "assistant_", "graph_", "user_", "x-"))})  # fmt: skip
+    return options
+
+
+def _apply_overrides(spec: ChainSpec, options: dict[str, Any]) -> ChainSpec:
+    changed = spec.model_copy(deep=True)
+    if options.get("model"):
+        changed.model = str(options["model"])
+    if options.get("adapter"):
+        if spec.kind != "hf":
+            raise ChainError(f"configurable adapter applies to hf chains, not {spec}")
+        changed.options["adapter"] = str(options["adapter"])
+    if options.get("k") is not None and spec.kind == "few-shot":
+        changed.options["k"] = int(options["k"])
+    if options.get("constrained") is not None:
+        changed.options["constrained"] = bool(options["constrained"])
+    return parse_spec(str(changed))
+
+
+def validate(state: ExtractorState, config: RunnableConfig) -> dict[str, Any]:
+    """Check the input and resolve the chain specs; a bad input fails here, naming the problem."""
+    sentence = state.get("sentence")
+    if not isinstance(sentence, str):
+        raise InvalidInputError(f'input needs "sentence" as a string, got {sentence!r}')
+    sentence = collapse_whitespace(sentence)
+    if not sentence:
+        raise InvalidInputError('input "sentence" is empty or whitespace only')
+    gold = state.get("gold")
+    if gold is not None:
+        try:
+            gold = [Triple.model_validate(t).model_dump() for t in gold]
+        except Exception as exc:
+            raise InvalidInputError(
+                f'input "gold" must be a list of {{"s", "relation", "object"}}: {exc}'
+            ) from None
+    options = run_options(config)
+    requested = options.get("chain") or state.get("chains") or state.get("chain") or DEFAULT_CHAIN
+    if isinstance(requested, str):
+        requested = [requested]
+    if not isinstance(requested, list) or not all(isinstance(s, str) for s in requested):
+        raise InvalidInputError(f"chain must be a spec string or a list of them, got {requested!r}")
+    try:
+        specs = [str(_apply_overrides(parse_spec(s), options)) for s in requested]
+    except ChainError as exc:
+        raise InvalidInputError(str(exc)) from None
+    return {"sentence": sentence, "gold": gold, "specs": list(dict.fromkeys(specs))}
+
+
+def route(state: ExtractorState, config: RunnableConfig) -> list[Send]:
+    """One branch per chain, run concurrently (comparison mode when there are several)."""
+    options = run_options(config)
+    max_repairs = int(options.get("max_repairs", get_settings().max_repairs))
+    return [
+        Send(
+            "run_chain",
+            {
+                "sentence": state["sentence"],
+                "gold": state.get("gold"),
+                "spec": spec,
+                "max_repairs": max_repairs,
+                "attempts": [],
+            },  # fmt: skip
+        )
+        for spec in state["specs"]
+    ]
+
+
+def _chain(spec: str) -> Any:
+    return get_chain(spec)
+
+
+def extract(state: BranchState) -> dict[str, Any]:
+    """Ask the chain; a model failure is recorded as the attempt's error."""
+    chain = _chain(state["spec"])
+    extraction = chain.invoke({"sentence": state["sentence"]})
+    return {"extraction": extraction.to_output()}
+
+
+def repair(state: BranchState) -> dict[str, Any]:
+    """Re-ask the same chain with its bad output and what the parser said about it."""
+    previous = state["extraction"]
+    problems = "; ".join(previous["diagnostics"].get("errors", [])[1:3]) or "no JSON triples found"
+    chain = _chain(state["spec"])
+    extraction = chain.invoke(
+        {
+            "sentence": state["sentence"],
+            "repair": {"output": previous["raw"][:2000], "error": problems},
+        }
+    )
+    return {"extraction": extraction.to_output()}
+
+
+def parse(state: BranchState) -> dict[str, Any]:
+    """Parse the raw answer (the chain's own parse is re-derived here, so the state shows it)."""
+    extraction = dict(state["extraction"])
+    if not extraction.get("structured") and not extraction.get("error"):
+        parsed = parse_triples(extraction["raw"])
+        extraction["triples"] = [t.model_dump() for t in parsed.triples]
+        extraction["diagnostics"] = parsed.diagnostics.model_dump()
+    attempt = {
+        "raw": extraction["raw"],
+        "error": extraction.get("error"),
+        "triples": len(extraction["triples"]),
+        "diagnostics": extraction["diagnostics"],
+    }
+    return {"extraction": extraction, "attempts": [*state.get("attempts", []), attempt]}
+
+
+def triage_node(state: BranchState) -> dict[str, Any]:
+    """Tag the answer's failure modes (graph/triage.py), with the prompt's few-shot examples."""
+    extraction = state["extraction"]
+    chain = _chain(state["spec"])
+    shots: list[Example] = (
+        chain.shots.for_sentence(state["sentence"]) if getattr(chain, "shots", None) else []
+    )
+    gold = [Triple.model_validate(t) for t in state["gold"]] if state.get("gold") else None
+    tags = triage(
+        state["sentence"],
+        extraction["raw"],
+        [Triple.model_validate(t) for t in extraction["triples"]],
+        gold=gold,
+        prompt_examples=shots,
+        diagnostics=ParseDiagnostics.model_validate(extraction["diagnostics"]),
+        thresholds=get_settings().triage,
+    )
+    return {"tags": [tag.model_dump() for tag in tags]}
+
+
+def needs_repair(state: BranchState) -> str:
+    """Repair when the answer did not parse (or carries format_error) and attempts remain."""
+    extraction = state["extraction"]
+    if extraction.get("error"):
+        return "score"  # a model failure, not a format problem
+    broken = not extraction["diagnostics"].get("complete") or any(
+        t["name"] == "format_error" for t in state.get("tags", [])
+    )
+    if broken and len(state.get("attempts", [])) <= state.get("max_repairs", 1):
+        return "repair"
+    return "score"
+
+
+def score(state: BranchState) -> dict[str, Any]:
+    """Deterministic scores against gold, when gold triples came with the input."""
+    if not state.get("gold"):
+        return {"scores": {}}
+    from triplesmith.evaluators.base import evaluate_all
+    from triplesmith.evaluators.registry import get_evaluators
+
+    example = Example(id="input", sentence=state["sentence"], triples=state["gold"])
+    outputs = {**state["extraction"], "tags": state.get("tags", [])}
+    feedback = evaluate_all(
+        get_evaluators("triple-f1,triple-f1-exact,format,carb"), outputs, example
+    )
+    return {"scores": {f.key: f.score for f in feedback if f.error is None}}
+
+
+def finish(state: BranchState) -> dict[str, Any]:
+    """Write this chain's result into the shared `results` under its spec."""
+    result = {
+        **state["extraction"],
+        "tags": state.get("tags", []),
+        "scores": state.get("scores", {}),
+        "attempts": state.get("attempts", []),
+    }
+    return {"results": {state["spec"]: result}}
