@@ -12,23 +12,41 @@ from pydantic import BaseModel, Field, SecretStr
 
 
 class TriageThresholds(BaseModel):
-    """Named thresholds of the triage rules (graph/triage.py)."""
+    """Named thresholds of the triage rules (graph/triage.py). Fuzzy scores are rapidfuzz's 0-100."""
 
     grounding: float = Field(
-        0.8, description="fuzzy score a content word needs to count as in the sentence"
+        80.0, description="fuzzy score an ordinary word needs to count as in a text"
     )
     hallucination_share: float = Field(
-        0.5, description="share of ungrounded content words that tags a field"
+        0.5, description="share of ungrounded content words that tags a subject or object"
     )
-    repetition_ngram: int = Field(4, description="n of the looping n-gram check")
-    repetition_count: int = Field(3, description="repeats of one n-gram that tag repetition")
+    echo_words: int = Field(5, description="words copied in a row from the instructions: an echo")
+    echo_content_words: int = Field(
+        6, description="distinct content words a prose sentence needs to count as a restatement"
+    )
+    echo_share: float = Field(
+        0.75, description="share of those words from the instructions that makes a restatement"
+    )
+    chit_chat_words: int = Field(3, description="words of prose outside the answer: chit-chat")
+    repetition_ngram: int = Field(4, description="n of the recurring n-gram check in the prose")
+    repetition_count: int = Field(
+        3, description="repeats of one n-gram in the prose, or of one stretch in a row"
+    )
+    repetition_long_unit: int = Field(
+        8, description="a stretch at least this many words long repeated twice in a row loops"
+    )
     near_duplicate: float = Field(
-        90.0, description="rapidfuzz ratio above which two triples are near-duplicates"
+        90.0, description="fuzzy score each field of two triples needs to make them near-duplicates"
     )
-    omission_recall: float = Field(0.3, description="recall below this (with gold) tags omission")
-    over_extraction_ratio: float = Field(2.0, description="predicted/gold count above this ...")
+    triple_match: float = Field(
+        70.0, description="fuzzy score a predicted triple needs to match a gold triple"
+    )
+    omission_recall: float = Field(0.5, description="recall below this (with gold) tags omission")
+    over_extraction_ratio: float = Field(
+        2.0, description="predicted/gold count at or above this ..."
+    )
     over_extraction_precision: float = Field(
-        0.3, description="... with precision below this tags over_extraction"
+        0.5, description="... with precision below this tags over_extraction"
     )
 
 
