@@ -28,6 +28,7 @@ class ParseDiagnostics(BaseModel):
     recovered: int = 0
     duplicates_dropped: int = 0
     invalid_items: int = 0
+    partial_items: int = 0  # items cut off by the end of the text (not counted as invalid)
     truncated: bool = False
     prose: list[str] = Field(default_factory=list)
     errors: list[str] = Field(default_factory=list)
@@ -255,8 +256,19 @@ def _is_triple_dict(value: Any) -> bool:
         return False
     slots = {_slot(key) for key in value} & set(_ALIASES)
     if isinstance(value, _PartialDict):
-        return bool(slots) or value.eof
+        # `{"s` cut before its first member is a triple attempt; a cut-off wrapper such as
+        # `{"triples": [...` is not, or its complete items would be lost
+        return bool(slots) or (value.eof and not value)
     return len(slots) >= 2 or (bool(slots & {"relation"}) and isinstance(value.get("args"), list))
+
+
+def _is_triple_attempt(item: Any) -> bool:
+    """A list item that tries to be a triple: a field-keyed object (one field is enough, a
+    model that writes `[{"s": "x"}, ...]` made a malformed triple) or a list of two or more
+    with some text in it (`[[1, 0], [0, 1]]` is a matrix)."""
+    if isinstance(item, dict):
+        return _is_triple_dict(item) or bool({_slot(key) for key in item} & set(_ALIASES))
+    return isinstance(item, list) and len(item) >= 2 and any(type(v) is str for v in item)
 
 
 def _answer_items(value: Any, depth: int = 0) -> list[Any] | None:
@@ -285,7 +297,7 @@ def _answer_items(value: Any, depth: int = 0) -> list[Any] | None:
     for item in value:
         inner = _answer_items(item, depth + 1) if isinstance(item, dict) else None
         items.extend(inner if inner is not None else [item])
-    shaped = any(_is_triple_dict(i) or (isinstance(i, list) and len(i) >= 2) for i in items)
+    shaped = any(_is_triple_attempt(i) for i in items)
     return items if shaped else None
 
 
@@ -351,10 +363,12 @@ def _item_args(item: Any) -> tuple[list[str] | None, str]:
     if len(fields) < 3:
         return None, f"it has {len(fields)} parts, a triple needs 3"
     args = []
-    for value, name in fields:
+    for n, (value, name) in enumerate(fields):
         text, why = _field(value, name)
         if text is None:
             return None, why
+        if n == 1 and isinstance(value, _Number | int | float):  # a subject or object may be a
+            return None, f"{name} is a number, not a relation"  # year; a relation is words
         args.append(text)
     return args, ""
 
@@ -365,7 +379,8 @@ _CUT_OFF = "it was cut off by the end of the text"
 # --- line formats ------------------------------------------------------------------------------
 
 _BULLET = re.compile(r"^(?:[-*•+·]|\d{1,3}[.)]|\(\d{1,3}\)|\[\d{1,3}\])\s+")
-_LABEL = re.compile(r"^(?:triple|triplet|fact|extraction)s?\s*\d*\s*[:.)-]\s*", re.I)
+# `Triple 1: ...`, `Fact 2) ...`, `Triple 3 - ...`, but not `Triple -> ...` or `Fact-checking`
+_LABEL = re.compile(r"^(?:triple|triplet|fact|extraction)s?\s*\d*\s*(?:[:)]|[.-](?=\s))\s*", re.I)
 _PART_LABEL = re.compile(
     r"^\s*(?:subject|subj|s|relation|predicate|rel|r|object|obj|o|head|tail)"
     r"\s*[:=]\s*",
@@ -379,6 +394,7 @@ _FENCE = re.compile(r"(?:`{3,}|~{3,})[\w+-]*")
 _PAIRS = {"(": ")", "[": "]"}
 _OPENER = re.compile(r"[\[{]")
 _NUMERIC = re.compile(r"\s*[-+]?[\d.]*\s*")
+_ROW_NUMBER = re.compile(r"\d{1,3}[.)]?")
 
 
 def _groups(line: str) -> list[tuple[str, str]] | None:
@@ -435,7 +451,11 @@ def _group_parts(inner: str, opener: str) -> list[str] | None:
 
 
 def _bare_parts(line: str) -> list[str] | None:
-    """The parts of `s | r | o` (markdown table rows too) or `s -> r -> o`; None for prose."""
+    """The parts of `s | r | o` (markdown table rows too) or `s -> r -> o`; None for prose.
+
+    Fewer than three parts is prose (`Input -> Output`), not a broken triple: unlike `(a; b)`,
+    nothing marks the line as an attempt at one.
+    """
     if "|" in line:
         cells = line.split("|")
         cells = cells[line.startswith("|") : len(cells) - line.endswith("|")]
@@ -444,8 +464,11 @@ def _bare_parts(line: str) -> list[str] | None:
             return []
         if all(c.casefold() in _HEADER_CELLS for c in stripped):
             return []
-        return cells
-    return _ARROW.split(line) if _ARROW.search(line) else None
+        if len(cells) >= 4 and _ROW_NUMBER.fullmatch(stripped[0]):  # a numbered table's # column
+            cells = cells[1:]
+    else:
+        cells = _ARROW.split(line) if _ARROW.search(line) else []
+    return cells if len(cells) >= 3 else None
 
 
 def _clean_parts(parts: list[str]) -> list[str]:
@@ -540,16 +563,29 @@ def _scan_lines(text: str, start: int, end: int, out: list[_Candidate], prose: l
     """Line-format triples between `start` and `end`; runs of other lines go to `prose`."""
     pending: list[str] = []
     offset, number = start, text.count("\n", 0, start) + 1
-    # fence markers are blanked out (same length, so offsets still point into `text`)
-    for line in _FENCE.sub(lambda m: " " * len(m.group()), text[start:end]).split("\n"):
-        attempts, leftover = _line_candidates(line) if line.strip() else ([], [])
-        for n, parts in enumerate(attempts):
-            out.append(_Candidate((offset, n), parts, f"line {number}", from_line=True))
-        pending.extend(p for p in leftover if p.strip())
-        if attempts or not line.strip():
-            _flush_prose(pending, prose)
+    for line in text[start:end].split("\n"):
+        for at, piece in _unfenced(line):
+            attempts, leftover = _line_candidates(piece) if piece.strip() else ([], [])
+            for n, parts in enumerate(attempts):
+                out.append(_Candidate((offset + at, n), parts, f"line {number}", from_line=True))
+            pending.extend(p for p in leftover if p.strip())
+            if attempts or not piece.strip():
+                _flush_prose(pending, prose)
         offset, number = offset + len(line) + 1, number + 1
     _flush_prose(pending, prose)
+
+
+def _unfenced(line: str) -> list[tuple[int, str]]:
+    """The pieces of a line between code-fence markers, each with its offset in the line.
+
+    A marker ends a piece as a line break would; blanking it out instead would join
+    `a```b` into the field "a b", which the text never says.
+    """
+    pieces, pos = [], 0
+    for match in _FENCE.finditer(line):
+        pieces.append((pos, line[pos : match.start()]))
+        pos = match.end()
+    return [*pieces, (pos, line[pos:])]
 
 
 def _flush_prose(pending: list[str], prose: list[str]) -> None:
@@ -582,7 +618,7 @@ def parse_triples(text: str) -> ParseResult:
         for n, item in enumerate(block.items):
             args, why = _item_args(item)
             candidates.append(
-                _Candidate((block.start, n), args, f"JSON item {n + 1} at {where}", why)
+                _Candidate((block.start, n), args, f"item {n + 1} of the JSON at {where}", why)
             )
         if block.stop is not None:
             state = "is cut off" if block.stop.eof else f"breaks ({block.stop.reason})"
@@ -605,7 +641,10 @@ def _assemble(
     line_triples = 0
     for c in sorted(found, key=lambda c: c.order):
         if c.args is None or len(c.args) < 3 or not all(c.args):
-            d.invalid_items += c.why != _CUT_OFF
+            if c.why == _CUT_OFF:
+                d.partial_items += 1
+            else:
+                d.invalid_items += 1
             why = c.why or f"it has {len([a for a in c.args or [] if a])} usable parts, needs 3"
             notes.append(f"dropped {c.where}: {why}")
             continue
@@ -627,8 +666,11 @@ def _assemble(
     d.complete = d.strategy != "none" and not (d.truncated or broken or d.invalid_items)
     d.prose = prose
     summary = f"recovered {d.recovered} triple(s) ({d.strategy})"
-    if d.duplicates_dropped or d.invalid_items:
-        summary += f"; dropped {d.duplicates_dropped} duplicate(s), {d.invalid_items} invalid"
+    if d.duplicates_dropped or d.invalid_items or d.partial_items:
+        summary += (
+            f"; dropped {d.duplicates_dropped} duplicate(s), {d.invalid_items} invalid, "
+            f"{d.partial_items} cut off"
+        )
     more = [f"... and {len(notes) - 24} more notes"] if len(notes) > 24 else []
     d.errors = [summary, *notes[:24], *more]
     return result
