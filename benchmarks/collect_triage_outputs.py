@@ -1,8 +1,10 @@
 """Collect real raw outputs of the embedded SmolLM2 for the triage fixtures (labelled by hand later).
 
-Usage: python benchmarks/collect_triage_outputs.py OUT.jsonl [--limit N] [--shots 0,3]
+Usage: python benchmarks/collect_triage_outputs.py OUT.jsonl [--dataset sample:test | --carb DIR]
+       [--limit N] [--offset N] [--shots 0,3]
 Writes one unlabelled row per (sentence, prompt): `expected_tags` is left empty on purpose, so the
-labels come from reading each output, never from running the triage rules.
+labels come from reading each output, never from running the triage rules. Few-shot rows carry the
+examples that were actually in the prompt (drawn from `sample:train`).
 """
 
 import argparse
@@ -14,6 +16,7 @@ from pathlib import Path
 import torch
 
 from triplesmith.chains.prompt import build_messages, select_shots
+from triplesmith.data.carb import read_carb_gold
 from triplesmith.data.registry import load_dataset
 from triplesmith.models import load
 
@@ -30,15 +33,23 @@ def generate(model, tokenizer, messages: list[dict[str, str]], max_new_tokens: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("out", type=Path)
-    parser.add_argument("--limit", type=int, default=10, help="test sentences to use")
+    parser.add_argument("--dataset", default="sample:test", help="load_dataset name or path")
+    parser.add_argument("--carb", type=Path, help="a CaRB checkout: use its gold/test.tsv instead")
+    parser.add_argument("--limit", type=int, default=10, help="sentences to use")
+    parser.add_argument("--offset", type=int, default=0, help="sentences to skip first")
     parser.add_argument("--shots", default="0,3", help="comma-separated shot counts")
     parser.add_argument("--max-new-tokens", type=int, default=150)
     args = parser.parse_args()
 
     model, tokenizer = load("smollm2")
-    pool, tests = load_dataset("sample:train"), load_dataset("sample:test")[: args.limit]
+    pool = load_dataset("sample:train")
+    if args.carb:
+        examples = read_carb_gold(args.carb / "gold" / "test.tsv", "test")
+    else:
+        examples = load_dataset(args.dataset)
+    tests = examples[args.offset : args.offset + args.limit]
     rows, started = [], time.perf_counter()
-    for n, example in enumerate(tests):
+    for n, example in enumerate(tests, start=args.offset):
         for k in (int(k) for k in args.shots.split(",")):
             shots = select_shots(pool, k, seed=n)
             messages = build_messages(example.sentence, shots=shots)
@@ -49,9 +60,13 @@ def main() -> None:
                     "sentence": example.sentence,
                     "raw_output": raw,
                     "gold": [t.model_dump() for t in example.triples],
-                    "prompt_examples": [s.model_dump(mode="json") for s in shots] or None,
+                    "prompt_examples": [
+                        {"sentence": s.sentence, "triples": [t.model_dump() for t in s.triples]}
+                        for s in shots
+                    ]
+                    or None,
                     "expected_tags": [],
-                    "origin": "smollm2",
+                    "provenance": "smollm2-real",
                 }
             )
             print(f"--- {rows[-1]['id']}\n{raw}\n", flush=True)

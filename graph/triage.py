@@ -1,23 +1,24 @@
 """Failure triage: tag one chain answer with the ways it went wrong, each with its evidence.
 
-Rules only (no model), so a tag is cheap, deterministic and explained by its evidence string.
-The tags, as the rules apply them:
+Rules only (no model), so tags are cheap, deterministic and explained by their evidence. As the
+rules apply them (tests/fixtures/triage/README.md is the labelling guide they are measured on):
 
 - `format_error`: the parser found no answer, or dropped part of one (invalid items, cut-off or
-  broken JSON); a blank output counts.
+  broken JSON); a blank output counts, unless triples came another way (structured output).
 - `empty`: the answer parsed completely and holds no triples (`[]`), or the output is blank.
-- `chit_chat`: natural-language text outside the triples (greetings, "Here are...",
-  explanations, narrative), not counting copies of the instructions or of the input sentence.
-- `instruction_echo`: the output repeats the system prompt or the user turn, word for word
-  or as a close restatement.
-- `repetition`: a stretch of text looping in a row, a phrase recurring in the prose, or
-  duplicate / near-duplicate triples.
-- `hallucination`: a subject or object whose content words are not in the sentence (fuzzy for
-  ordinary words, exact for numbers and capitalised names).
-- `few_shot_leak`: ungrounded words of a subject or object, or of the prose, that come from the
-  prompt's few-shot examples (such a field is a hallucination too: the leak says where from).
+- `chit_chat`: prose outside the triples (greetings, "Here are...", explanations, narrative),
+  not counting copies of the instructions, sentences reciting the answer format, bare labels,
+  and copies of the input or example sentences.
+- `instruction_echo`: words of the system prompt, user turn or repair turn copied in a row, or
+  a prose sentence made almost only of the instructions' words.
+- `repetition`: a stretch of words looping in a row, a phrase recurring in the prose, the same
+  answer item twice, or duplicate / near-duplicate triples.
+- `hallucination`: a subject or object of a kept triple whose content words are not in the
+  sentence (fuzzy for ordinary words, exact for numbers and capitalised names).
+- `few_shot_leak`: such ungrounded words that come from the prompt's few-shot examples, in a
+  subject or object (then also a hallucination) or quoted in the prose.
 - With gold triples: `omission` (recall below a threshold) and `over_extraction` (many more
-  triples than gold, with precision below a threshold), matching triples fuzzily.
+  triples than gold, precision below a threshold), matching triples fuzzily.
 """
 
 import re
@@ -26,11 +27,12 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from typing import Literal, NamedTuple, get_args
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 from rapidfuzz import fuzz, process
 
 from triplesmith.chains.parser import ParseDiagnostics, parse_triples
 from triplesmith.chains.prompt import REPAIR_TEMPLATE, SYSTEM_PROMPT, USER_TEMPLATE
+from triplesmith.errors import EvaluatorError
 from triplesmith.schema import Example, Triple
 from triplesmith.settings import TriageThresholds, get_settings
 
@@ -177,8 +179,8 @@ _INSTRUCTION_WORDS = _Vocabulary(_INSTRUCTIONS)
 _FORMAT_WORDS = _Vocabulary(
     [
         *_INSTRUCTIONS,
-        "json array list object key value field string nested contain format output data "
-        "element item entry dictionary",
+        "json array list object key value field string nested contain format structure output "
+        "data element item entry dictionary",
     ]
 )
 _FILLER = re.compile(
@@ -195,9 +197,9 @@ _SLOT_LABEL = re.compile(
 )
 
 
-def _format(raw: str, d: ParseDiagnostics) -> Tag | None:
-    if not raw.strip():
-        return Tag(name="format_error", evidence="the output is blank")
+def _format(raw: str, triples: list[Triple], d: ParseDiagnostics) -> Tag | None:
+    if not raw.strip():  # triples with a blank text came another way (structured output)
+        return None if triples else Tag(name="format_error", evidence="the output is blank")
     if d.complete:
         return None
     if d.strategy == "none":
@@ -275,11 +277,12 @@ def _chit_chat(
         marks = _covered(keys, copied, t.echo_words)
         quotes = _covered(keys, quoted, 3)
         left = [tok for tok, a, b in zip(tokens, marks, quotes, strict=True) if not (a or b)]
-        words = [tok for tok in left if not tok.key.isdigit()]
+        # distinct words, so `A: A: A:` or `B:` labels are not taken for talk
+        words = {tok.key for tok in left if len(tok.key) > 1 and not tok.key.isdigit()}
         if len(words) >= t.chit_chat_words or _FILLER.search(chunk):
             return Tag(
                 name="chit_chat",
-                evidence=f"{len(words)} words of prose outside the answer",
+                evidence=f"{len(words)} distinct words of prose outside the answer",
                 span=_clip(chunk),
             )
     return None
@@ -320,23 +323,17 @@ def _repetition(
     found = _loop(raw, t)
     if found:
         return Tag(name="repetition", evidence=found[0], span=_clip(found[1]))
-    counts = Counter()
+    n, counts = t.repetition_ngram, Counter()
     for snippet in prose:
-        counts.update(
-            tuple(g)
-            for g in (
-                [tok.key for tok in _tokens(snippet)][i : i + t.repetition_ngram]
-                for i in range(len(_tokens(snippet)) - t.repetition_ngram + 1)
-            )
+        keys = [tok.key for tok in _tokens(snippet)]
+        counts.update(tuple(keys[i : i + n]) for i in range(len(keys) - n + 1))
+    gram, times = counts.most_common(1)[0] if counts else ((), 0)
+    if times >= t.repetition_count:
+        return Tag(
+            name="repetition",
+            evidence=f"a {n}-word phrase recurs {times} times in the prose",
+            span=" ".join(gram),
         )
-    if counts:
-        gram, times = counts.most_common(1)[0]
-        if times >= t.repetition_count:
-            return Tag(
-                name="repetition",
-                evidence=f"the phrase recurs {times} times in the prose",
-                span=" ".join(gram),
-            )
     items = Counter(
         " ".join(tok.key for tok in _tokens(m.group())) for m in _FLAT_ITEM.finditer(raw)
     )
@@ -371,7 +368,6 @@ def _ungrounded(missing: list[str], total: int, t: TriageThresholds) -> bool:
 
 def _grounding(
     sentence: str,
-    raw: str,
     prose: list[str],
     triples: list[Triple],
     examples: Sequence[Example],
@@ -383,32 +379,33 @@ def _grounding(
         [e.sentence for e in examples]
         + [p for e in examples for x in e.triples for p in x.as_tuple()]
     )
-    invented: list[str] = []
-    leaked: list[str] = []
+    invented: list[tuple[str, str]] = []  # (evidence, span)
+    leaked: list[tuple[str, str]] = []
     for triple in triples:
         for part, text in (("subject", triple.s), ("object", triple.object)):
             missing, total = _missing(text, in_sentence, t)
             if not _ungrounded(missing, total, t):
                 continue
-            invented.append(f"{part} {_quote(text)} (not in the sentence: {', '.join(missing)})")
+            invented.append((f"{part} {_quote(text)}: not in the sentence: {missing}", text))
             copied = [w for w in missing if in_examples.words and in_examples.has(w, t.grounding)]
             if copied and _ungrounded(copied, total, t):
-                leaked.append(f"{part} {_quote(text)} ({', '.join(copied)} from the examples)")
+                leaked.append((f"{part} {_quote(text)}: from the examples: {copied}", text))
     if examples:
         leaked += _prose_leak(prose, in_sentence, examples, t)
-    tags = []
-    if invented:
-        more = f" and {len(invented) - 1} more" if len(invented) > 1 else ""
-        tags.append(Tag(name="hallucination", evidence=invented[0] + more, span=None))
-    if leaked:
-        more = f" and {len(leaked) - 1} more" if len(leaked) > 1 else ""
-        tags.append(Tag(name="few_shot_leak", evidence=leaked[0] + more, span=None))
-    return tags
+    return [
+        Tag(name=name, evidence=_clip(found[0][0] + _more(found), 200), span=_clip(found[0][1]))
+        for name, found in (("hallucination", invented), ("few_shot_leak", leaked))
+        if found
+    ]
+
+
+def _more(found: list) -> str:
+    return f" (and {len(found) - 1} more)" if len(found) > 1 else ""
 
 
 def _prose_leak(
     prose: list[str], in_sentence: _Vocabulary, examples: Sequence[Example], t: TriageThresholds
-) -> list[str]:
+) -> list[tuple[str, str]]:
     """Prose quoting a few-shot sentence: three words in a row from it, one of them a content
     word that the input sentence does not have."""
     grams = set().union(*(_ngrams([x.key for x in _tokens(e.sentence)], 3) for e in examples))
@@ -419,7 +416,7 @@ def _prose_leak(
             text = snippet[tokens[start].start : tokens[end - 1].end]
             missing, _ = _missing(text, in_sentence, t)
             if missing:
-                found.append(f"the prose quotes an example: {_quote(text)}")
+                found.append((f"the prose quotes an example: {_quote(text)}", text))
     return found
 
 
@@ -431,20 +428,25 @@ def _names_agree(predicted: Triple, gold: Triple) -> bool:
     return all(_fold(w) in words for w in strict)
 
 
+def _overlap(ours: str, theirs: str, t: TriageThresholds) -> bool:
+    """Two texts share most of their (stemmed content) words, or one holds all the other's."""
+    a, b = ({_stem(w) for w in _field_key(text).split()} for text in (ours, theirs))
+    if not a or not b:
+        return False
+    return a <= b or b <= a or len(a & b) / len(a | b) >= t.fact_overlap
+
+
 def _same_fact(predicted: Triple, gold: Triple, t: TriageThresholds) -> bool:
-    """Whether a predicted triple states a gold fact: names agree, the subjects match, and the
-    relation-plus-object match fuzzily or one holds all the other's words (so a shorter or
-    longer cut of the same fact matches, wherever the relation/object boundary falls)."""
-    if not _names_agree(predicted, gold):
-        return False
-    if fuzz.token_set_ratio(_field_key(predicted.s), _field_key(gold.s)) < t.triple_match:
-        return False
-    ours = _field_key(f"{predicted.relation} {predicted.object}")
-    theirs = _field_key(f"{gold.relation} {gold.object}")
-    if fuzz.token_sort_ratio(ours, theirs) >= t.triple_match:
-        return True
-    shorter, longer = sorted((ours.split(), theirs.split()), key=len)
-    return {_stem(w) for w in shorter} <= {_stem(w) for w in longer}
+    """Whether a predicted triple states a gold fact: names agree, the subjects overlap, and so
+    do relation-plus-object (so a shorter or longer cut of the same fact matches, wherever the
+    relation/object boundary falls, but "a small part" does not match "an important part")."""
+    return (
+        _names_agree(predicted, gold)
+        and _overlap(predicted.s, gold.s, t)
+        and _overlap(
+            f"{predicted.relation} {predicted.object}", f"{gold.relation} {gold.object}", t
+        )
+    )
 
 
 def _against_gold(triples: list[Triple], gold: list[Triple], t: TriageThresholds) -> list[Tag]:
@@ -476,6 +478,21 @@ def _against_gold(triples: list[Triple], gold: list[Triple], t: TriageThresholds
     return tags
 
 
+def _as_triples(name: str, items: object) -> list[Triple]:
+    """Triples, or `{s, relation, object}` dicts (as graph state carries them), validated."""
+    if not isinstance(items, list | tuple):
+        raise EvaluatorError(
+            f"triage: {name} must be a list of triples, got {type(items).__name__}"
+        )
+    try:
+        return [x if isinstance(x, Triple) else Triple.model_validate(x) for x in items]
+    except ValidationError as error:
+        raise EvaluatorError(
+            f"triage: {name} must hold {{s, relation, object}} triples with non-empty strings: "
+            f"{error.errors()[0]['msg']}"
+        ) from None
+
+
 def triage(
     sentence: str,
     raw_output: str,
@@ -487,24 +504,36 @@ def triage(
 ) -> list[Tag]:
     """Tag one answer with its failure modes (at most one tag per name, in `TAG_NAMES` order).
 
-    `triples` are the parsed triples of `raw_output`; `diagnostics` the parser's (parsed here
-    when not given). `gold` enables `omission` and `over_extraction` (an empty gold list counts
+    `triples` are the parsed triples of `raw_output` (Triple objects or dicts); `diagnostics` the
+    parser's (parsed here when not given). `gold` enables `omission` and `over_extraction` (an empty gold list counts
     as no gold); `prompt_examples` are the few-shot examples that were in the prompt.
     Thresholds default to the settings' (`Settings.triage`).
     """
+    for name, value in (("sentence", sentence), ("raw_output", raw_output)):
+        if not isinstance(value, str):
+            raise EvaluatorError(
+                f"triage: {name} must be a string, got {type(value).__name__}; pass the input "
+                "sentence and the model's raw answer text"
+            )
+    triples = _as_triples("triples", triples)
+    gold = _as_triples("gold", gold) if gold is not None else None
     t = thresholds or get_settings().triage
     d = diagnostics if diagnostics is not None else parse_triples(raw_output).diagnostics
     examples = prompt_examples or []
     prose = list(d.prose)
     chunks = _chunks(prose)
     found = [
-        _format(raw_output, d),
+        _format(raw_output, triples, d),
         _empty(raw_output, triples, d),
         _chit_chat(chunks, sentence, examples, t),
         _echo(raw_output, chunks, sentence, t),
         _repetition(raw_output, prose, triples, d, t),
-        *_grounding(sentence, raw_output, prose, triples, examples, t),
+        *_grounding(sentence, prose, triples, examples, t),
         *(_against_gold(triples, gold, t) if gold else []),
     ]
-    tags = [tag for tag in found if tag is not None]
+    tags = [
+        Tag(name=tag.name, evidence=_clip(tag.evidence, 200), span=tag.span and _clip(tag.span))
+        for tag in found
+        if tag is not None
+    ]
     return sorted(tags, key=lambda tag: TAG_NAMES.index(tag.name))

@@ -38,8 +38,10 @@ class TriageThresholds(BaseModel):
     near_duplicate: float = Field(
         90.0, description="fuzzy score each field of two triples needs to make them near-duplicates"
     )
-    triple_match: float = Field(
-        70.0, description="fuzzy score a predicted triple needs to match a gold triple"
+    fact_overlap: float = Field(
+        0.7,
+        description="share of words (Jaccard) a predicted and a gold triple must share in the "
+        "subject and in relation+object to match, unless one holds all the other's words",
     )
     omission_recall: float = Field(0.5, description="recall below this (with gold) tags omission")
     over_extraction_ratio: float = Field(
