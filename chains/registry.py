@@ -84,6 +84,8 @@ def build_chain(
     if spec.kind == "zero-shot":
         k = 0
     selector = None
+    if shots is None and "shots" in opts:
+        shots = str(opts["shots"])
     if k > 0:
         _, pool = _pool(shots)
         selector = ShotSelector(
@@ -147,7 +149,8 @@ def get_chain(
         spec = parse_spec(text)
     if chat_model is not None:
         return build_chain(spec, shots=shots, exclude_ids=exclude_ids, chat_model=chat_model)
-    key = (str(spec), _pool(shots)[0] if spec.kind == "few-shot" else "", frozenset(exclude_ids))
+    pool_name = _pool(shots)[0] if spec.kind == "few-shot" and shots is not None else ""
+    key = (str(spec), pool_name, frozenset(exclude_ids))
     with _LOCK:
         if key not in _CACHE:
             _CACHE[key] = build_chain(spec, shots=shots, exclude_ids=exclude_ids)

@@ -1,0 +1,322 @@
+"""The prompt-or-fine-tune study, end to end: prepare → train → evaluate → report → curate.
+
+Every stage records a fingerprint of its inputs in `OUT/stages.json`; a rerun reuses a finished
+stage whose fingerprint still matches (and says so), and the evaluation resumes per example
+from the experiment store (`OUT/experiments.sqlite`), so an interrupted study loses at most
+the sentences in flight.
+"""
+
+import hashlib
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+from rich.console import Console
+
+from triplesmith.data.jsonl import write_jsonl
+from triplesmith.data.registry import load_dataset
+from triplesmith.data.split import make_split, write_split
+from triplesmith.errors import ExperimentError
+from triplesmith.settings import get_settings
+
+log = logging.getLogger(__name__)
+Preset = Literal["demo", "carb"]
+
+
+class StudyConfig(BaseModel):
+    """What a study runs. The presets fill it; every field can be overridden."""
+
+    preset: Preset
+    out: Path
+    base: str = "smollm2"
+    carb_dir: Path | None = None
+    benchie_dir: Path | None = None
+    # training
+    method: Literal["auto", "lora", "qlora"] = "auto"
+    epochs: float = 3.0
+    max_steps: int | None = None
+    batch_size: int = 8
+    learning_rate: float = 2e-4
+    max_seq_len: int = 512
+    # evaluation
+    k: int = 3
+    limit: int | None = None
+    max_new_tokens: int | None = None
+    max_concurrency: int = 16
+    evaluators: list[str] = Field(default_factory=lambda: ["triple-f1", "format", "carb"])
+    openai_model: str = "gpt-4o-mini"
+    openai_ft_model: str | None = None
+    judge_model: str | None = None
+    curate_below: float = 0.5
+
+    @classmethod
+    def from_preset(cls, preset: Preset, out: Path, **overrides: Any) -> "StudyConfig":
+        presets: dict[str, dict[str, Any]] = {
+            # Sized for 2 CPU cores: the 52-sentence sample train split, its 20 test sentences.
+            "demo": {"epochs": 3.0, "batch_size": 8, "max_seq_len": 384, "k": 2},
+            # The benchmark split: train on CaRB dev + BenchIE (not CaRB test), test on CaRB test.
+            "carb": {
+                "epochs": 2.0,
+                "batch_size": 16,
+                "evaluators": ["triple-f1", "format", "carb", "benchie"],
+            },
+        }
+        given = {key: value for key, value in overrides.items() if value is not None}
+        return cls(preset=preset, out=out, **{**presets[preset], **given})
+
+
+def _digest(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _file_digest(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+
+
+class Stages:
+    """`OUT/stages.json`: each finished stage with the fingerprint of its inputs."""
+
+    def __init__(self, out: Path) -> None:
+        self.path = out / "stages.json"
+        self.done: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+
+    def finished(self, stage: str, fingerprint: str) -> bool:
+        return self.done.get(stage, {}).get("fingerprint") == fingerprint
+
+    def record(self, stage: str, fingerprint: str, **info: Any) -> None:
+        self.done[stage] = {
+            "fingerprint": fingerprint,
+            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            **info,
+        }
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.done, indent=2, default=str))
+        os.replace(tmp, self.path)
+
+
+class StudyResult(BaseModel):
+    model_config = {"arbitrary_types_allowed": True}
+
+    out: Path
+    report: Path
+    curated: Path
+    comparison: Any
+    reused: list[str]
+    wall_s: float
+
+
+def _prepare(config: StudyConfig, data_dir: Path) -> dict[str, int]:
+    """Write the leak-free split the study trains and tests on, with its manifest."""
+    if config.preset == "demo":
+        train, test = load_dataset("sample:train"), load_dataset("sample:test")
+        data_dir.mkdir(parents=True, exist_ok=True)
+        write_jsonl(data_dir / "train.jsonl", train)
+        write_jsonl(data_dir / "test.jsonl", test)
+        manifest = {
+            "rule": "the embedded sample's fixed split",
+            "counts": {"train_sentences": len(train), "test_sentences": len(test)},
+        }
+        (data_dir / "manifest.json").write_text(json.dumps(manifest, indent=2))
+        return manifest["counts"]
+    if config.carb_dir is None:
+        raise ExperimentError(
+            "the carb preset needs --carb-dir (a CaRB checkout with gold/dev.tsv and gold/test.tsv)"
+        )
+    train, test, split_manifest = make_split(config.carb_dir, config.benchie_dir, "benchmark")
+    write_split(data_dir, train, test, split_manifest)
+    return dict(split_manifest.counts)
+
+
+def _train(
+    config: StudyConfig, data_dir: Path, adapter_dir: Path, stages: Stages, console: Console
+) -> bool:
+    """Train the adapter, or reuse the one whose inputs match. Returns True when reused."""
+    from triplesmith.training.config import TrainConfig
+    from triplesmith.training.sft import train
+
+    train_config = TrainConfig.from_preset(
+        "default",
+        base=config.base,
+        dataset=str(data_dir),
+        out=adapter_dir,
+        method=config.method,
+        epochs=config.epochs,
+        max_steps=config.max_steps,
+        batch_size=config.batch_size,
+        learning_rate=config.learning_rate,
+        max_seq_len=config.max_seq_len,
+    )
+    fingerprint = _digest(
+        config.base, train_config.hyperparameters(), _file_digest(data_dir / "train.jsonl")
+    )
+    if stages.finished("train", fingerprint) and (adapter_dir / "manifest.json").is_file():
+        console.print(f"[green]train:[/] reused the adapter in {adapter_dir} (its inputs match)")
+        return True
+    checkpoints = adapter_dir / "checkpoints"
+    resume = checkpoints.is_dir() and any(checkpoints.glob("checkpoint-*"))
+    if resume:
+        console.print(f"[yellow]train:[/] resuming from the last checkpoint in {checkpoints}")
+    elif adapter_dir.exists():
+        import shutil
+
+        shutil.rmtree(adapter_dir)  # stale: trained from other inputs
+    result = train(train_config.model_copy(update={"resume": resume}), console=console)
+    manifest = result.manifest
+    stages.record(
+        "train",
+        fingerprint,
+        method=manifest.method,
+        method_reason=manifest.method_reason,
+        steps=manifest.steps,
+        loss_start=manifest.loss_start,
+        loss_end=manifest.loss_end,
+        train_wall_s=manifest.train_wall_s,
+    )
+    return False
+
+
+def study_chains(config: StudyConfig, data_dir: Path, adapter_dir: Path) -> list[str]:
+    """The chains compared: base zero-shot, base few-shot, fine-tuned; OpenAI ones with a key."""
+    budget = f"+max_new_tokens={config.max_new_tokens}" if config.max_new_tokens else ""
+    shots = f"+k={config.k}+shots={data_dir / 'train.jsonl'}"
+    chains = [
+        f"zero-shot:{config.base}{budget}",
+        f"few-shot:{config.base}{shots}{budget}",
+        f"hf:{config.base}+adapter={adapter_dir}{budget}",
+    ]
+    if get_settings().openai_api_key is not None:
+        chains.append(f"few-shot:openai:{config.openai_model}{shots}")
+        if config.openai_ft_model:
+            chains.append(f"openai-ft:{config.openai_ft_model}")
+    return chains
+
+
+def run_study(
+    config: StudyConfig, console: Console | None = None, command: str = ""
+) -> StudyResult:
+    """Run (or resume) the whole study into `config.out`."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from triplesmith.experiments.compare import compare
+    from triplesmith.experiments.curate import curate
+
+    console = console or Console(stderr=True)
+    started = time.perf_counter()
+    out = config.out
+    out.mkdir(parents=True, exist_ok=True)
+    stages = Stages(out)
+    data_dir, adapter_dir, report_dir = out / "data", out / "adapter", out / "report"
+    reused: list[str] = []
+
+    # 1. data
+    inputs = [config.preset, str(config.carb_dir), str(config.benchie_dir)]
+    fingerprint = _digest(*inputs)
+    if stages.finished("prepare", fingerprint) and (data_dir / "test.jsonl").is_file():
+        console.print(f"[green]prepare:[/] reused the split in {data_dir}")
+        reused.append("prepare")
+    else:
+        counts = _prepare(config, data_dir)
+        stages.record("prepare", fingerprint, **counts)
+        console.print(f"[bold]prepare:[/] wrote the split to {data_dir}: {counts}")
+
+    # 2. adapter
+    console.print("[bold]train:[/] fine-tuning the adapter on the train split")
+    if _train(config, data_dir, adapter_dir, stages, console):
+        reused.append("train")
+
+    # 3. evaluation, resumable per example
+    chains = study_chains(config, data_dir, adapter_dir)
+    evaluators = list(config.evaluators)
+    if config.judge_model and "judge" not in evaluators:
+        evaluators.append("judge")
+    store = out / "experiments.sqlite"
+    console.print(
+        f"[bold]evaluate:[/] {len(chains)} chains on {data_dir / 'test.jsonl'} (store: {store})"
+    )
+    with Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    ) as bar:
+        tasks: dict[str, Any] = {}
+
+        def progress(chain: str, done: int, total: int) -> None:
+            if chain not in tasks:
+                tasks[chain] = bar.add_task(chain[:60], total=total)
+            bar.update(tasks[chain], completed=done, total=total)
+
+        comparison = compare(
+            chains,
+            str(data_dir / "test.jsonl"),
+            ",".join(evaluators),
+            judge_model=config.judge_model,
+            max_concurrency=config.max_concurrency,
+            store=store,
+            limit=config.limit,
+            progress=progress,
+        )
+    for experiment in comparison.experiments:
+        skipped = getattr(experiment, "reused", None) or getattr(experiment, "skipped", None)
+        if skipped:
+            console.print(
+                f"[green]evaluate:[/] {experiment.chain}: {skipped} examples reused from the store"
+            )
+
+    # 4. report and curated set
+    wall = time.perf_counter() - started
+    paths = comparison.write(report_dir)
+    _prepend_study_header(
+        paths["report.md"] if "report.md" in paths else report_dir / "report.md",
+        config,
+        command,
+        wall,
+        stages,
+    )
+    fine_tuned = comparison.experiments[2]
+    curated_path = report_dir / "curated.jsonl"
+    curated = curate(
+        fine_tuned, metric="triple_f1", below=config.curate_below, out=curated_path, store=store
+    )
+    console.print(
+        f"[bold]curate:[/] {len(curated)} examples of the fine-tuned chain below triple F1 {config.curate_below} -> {curated_path}"
+    )
+    return StudyResult(
+        out=out,
+        report=report_dir / "report.md",
+        curated=curated_path,
+        comparison=comparison,
+        reused=reused,
+        wall_s=time.perf_counter() - started,
+    )
+
+
+def _prepend_study_header(
+    report: Path, config: StudyConfig, command: str, wall: float, stages: Stages
+) -> None:
+    import torch
+
+    device = (
+        torch.cuda.get_device_name(0)
+        if torch.cuda.is_available()
+        else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
+    )
+    train = stages.done.get("train", {})
+    header = [
+        f"# Study: {config.preset}",
+        "",
+        f"- command: `{command or 'triplesmith study --preset ' + config.preset}`",
+        f"- machine: {device}, {platform.system()} {platform.release()}",
+        f"- wall time until the report: {wall / 60:.1f} min",
+        f"- adapter: method {train.get('method')} ({train.get('method_reason')}), {train.get('steps')} steps, "
+        f"loss {train.get('loss_start')} → {train.get('loss_end')}, {train.get('train_wall_s')} s",
+        "",
+    ]
+    report.write_text("\n".join(header) + report.read_text())
