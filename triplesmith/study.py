@@ -44,7 +44,7 @@ class StudyConfig(BaseModel):
     learning_rate: float = 2e-4
     max_seq_len: int = 512
     # evaluation
-    k: int = 3
+    k: int | None = None  # few-shot examples; default: settings.few_shot_k
     limit: int | None = None
     max_new_tokens: int | None = None
     max_concurrency: int = 16
@@ -58,7 +58,7 @@ class StudyConfig(BaseModel):
     def from_preset(cls, preset: Preset, out: Path, **overrides: Any) -> "StudyConfig":
         presets: dict[str, dict[str, Any]] = {
             # Sized for 2 CPU cores: the 52-sentence sample train split, its 20 test sentences.
-            "demo": {"epochs": 3.0, "batch_size": 8, "max_seq_len": 384, "k": 2},
+            "demo": {"epochs": 3.0, "batch_size": 8, "max_seq_len": 384},
             # The benchmark split: train on CaRB dev + BenchIE (not CaRB test), test on CaRB test.
             "carb": {
                 "epochs": 2.0,
@@ -184,7 +184,8 @@ def _train(
 def study_chains(config: StudyConfig, data_dir: Path, adapter_dir: Path) -> list[str]:
     """The chains compared: base zero-shot, base few-shot, fine-tuned; OpenAI ones with a key."""
     budget = f"+max_new_tokens={config.max_new_tokens}" if config.max_new_tokens else ""
-    shots = f"+k={config.k}+shots={data_dir / 'train.jsonl'}"
+    k = config.k if config.k is not None else get_settings().few_shot_k
+    shots = f"+k={k}+shots={data_dir / 'train.jsonl'}"
     chains = [
         f"zero-shot:{config.base}{budget}",
         f"few-shot:{config.base}{shots}{budget}",
