@@ -118,9 +118,10 @@ def repair(state: BranchState) -> dict[str, Any]:
 
 
 def parse(state: BranchState) -> dict[str, Any]:
-    """Parse the raw answer (the chain's own parse is re-derived here, so the state shows it)."""
+    """Record the parse of the raw answer as an attempt (chains parse already; a result that
+    comes without diagnostics, e.g. from a custom chain, is parsed here)."""
     extraction = dict(state["extraction"])
-    if not extraction.get("structured") and not extraction.get("error"):
+    if not extraction.get("diagnostics") and not extraction.get("error"):
         parsed = parse_triples(extraction["raw"])
         extraction["triples"] = [t.model_dump() for t in parsed.triples]
         extraction["diagnostics"] = parsed.diagnostics.model_dump()
