@@ -17,21 +17,19 @@ from triplesmith.graph.state import (
 
 
 def build_branch() -> Any:
-    """One chain's run: extract → parse → triage → (repair → parse → triage)* → score → finish."""
+    """One chain's run: extract → parse → triage → (repair → parse → triage)* → score."""
     branch = StateGraph(BranchState, output_schema=BranchOutput)
     branch.add_node("extract", nodes.extract)
     branch.add_node("parse", nodes.parse)
     branch.add_node("triage", nodes.triage_node)
     branch.add_node("repair", nodes.repair)
     branch.add_node("score", nodes.score)
-    branch.add_node("finish", nodes.finish)
     branch.add_edge(START, "extract")
     branch.add_edge("extract", "parse")
     branch.add_edge("parse", "triage")
     branch.add_conditional_edges("triage", nodes.needs_repair, ["repair", "score"])
     branch.add_edge("repair", "parse")
-    branch.add_edge("score", "finish")
-    branch.add_edge("finish", END)
+    branch.add_edge("score", END)
     return branch.compile()
 
 

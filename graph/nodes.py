@@ -168,22 +168,23 @@ def needs_repair(state: BranchState) -> str:
 
 
 def score(state: BranchState) -> dict[str, Any]:
-    """Deterministic scores against gold, when gold triples came with the input."""
-    if not state.get("gold"):
-        return {"scores": {}}
-    from triplesmith.evaluators.base import evaluate_all
-    from triplesmith.evaluators.registry import get_evaluators
+    """Score against gold when gold triples came with the input (deterministic evaluators), and
+    write this chain's result into the shared `results` under its spec."""
+    scores: dict[str, float | None] = {}
+    if state.get("gold"):
+        from triplesmith.evaluators.base import evaluate_all
+        from triplesmith.evaluators.registry import get_evaluators
 
-    example = Example(id="input", sentence=state["sentence"], triples=state["gold"])
-    outputs = {**state["extraction"], "tags": state.get("tags", [])}
-    feedback = evaluate_all(
-        get_evaluators("triple-f1,triple-f1-exact,format,carb"), outputs, example
-    )
-    return {"scores": {f.key: f.score for f in feedback if f.error is None}}
+        example = Example(id="input", sentence=state["sentence"], triples=state["gold"])
+        outputs = {**state["extraction"], "tags": state.get("tags", [])}
+        evaluators = get_evaluators("triple-f1,triple-f1-exact,format,carb")
+        feedback = evaluate_all(evaluators, outputs, example)
+        scores = {f.key: f.score for f in feedback if f.error is None}
+    return finish({**state, "scores": scores})
 
 
 def finish(state: BranchState) -> dict[str, Any]:
-    """Write this chain's result into the shared `results` under its spec."""
+    """This chain's result, keyed by its spec, for the shared `results`."""
     result = {
         **state["extraction"],
         "tags": state.get("tags", []),
