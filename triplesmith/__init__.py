@@ -16,6 +16,7 @@ _LAZY = {
     "get_chain": "triplesmith.chains.registry",
     "build_graph": "triplesmith.graph.build",
     "compare": "triplesmith.experiments.compare",
+    "curate": "triplesmith.experiments.curate",
     "run_experiment": "triplesmith.experiments.runner",
 }
 
@@ -31,6 +32,7 @@ def __getattr__(name: str):  # noqa: ANN202 - module-level lazy attributes
 __all__ = [
     "build_graph",
     "compare",
+    "curate",
     "get_chain",
     "load_dataset",
     "run_experiment",

@@ -1,0 +1,137 @@
+"""The LangSmith upload path at the HTTP boundary: with LANGSMITH_API_KEY set, run_experiment
+pushes the dataset, creates the experiment with its metadata, traces the runs and posts the
+feedback, all to a loopback fake of the API; the key never reaches the store."""
+
+from pathlib import Path
+
+import pytest
+from langchain_core.language_models.fake_chat_models import FakeListChatModel
+from langsmith_fake_server import FakeLangSmith
+
+from triplesmith.chains.registry import register_chat_model
+from triplesmith.data.registry import load_dataset
+from triplesmith.experiments.curate import curate
+from triplesmith.experiments.inputs import dataset_fingerprint
+from triplesmith.experiments.runner import run_experiment
+
+API_KEY = "lsv2_pt_test-key-0123456789"
+ANSWER = '[{"s": "The Rhône", "relation": "rises in", "object": "the Swiss Alps"}]'
+EXAMPLES = load_dataset("sample:test")[:4]
+EVALUATORS = "triple-f1,format,carb"
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    server = FakeLangSmith()
+    with server as api_url:
+        monkeypatch.setenv("LANGSMITH_ENDPOINT", api_url)
+        monkeypatch.setenv("LANGSMITH_API_KEY", API_KEY)
+        monkeypatch.delenv("LANGCHAIN_API_KEY", raising=False)
+        monkeypatch.delenv("LANGCHAIN_ENDPOINT", raising=False)
+        yield server
+
+
+def _run(store: Path, limit: int | None = None):
+    register_chat_model("ls-fake", FakeListChatModel(responses=[ANSWER]))
+    return run_experiment(
+        "few-shot:ls-fake", EXAMPLES, EVALUATORS, store=store, limit=limit, max_concurrency=2
+    )
+
+
+def test_an_experiment_is_uploaded_with_dataset_metadata_runs_and_feedback(
+    fake: FakeLangSmith, tmp_path: Path
+) -> None:
+    store = tmp_path / "s.sqlite"
+    result = _run(store)
+    assert result.complete and result.langsmith_url
+
+    # Every request carried the key; the key never reached the store.
+    assert {r.headers.get("x-api-key") for r in fake.requests} == {API_KEY}
+    stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("s.sqlite"))
+    assert API_KEY.encode() not in stored and result.record.langsmith_id.encode() in stored
+
+    # The dataset: created once, its examples in the shape read_langsmith_dataset reads.
+    (created,) = fake.requests_to("POST /datasets")
+    fingerprint = dataset_fingerprint(EXAMPLES)
+    assert created.json["name"] == f"triplesmith-examples-{fingerprint[:8]}"
+    (bulk,) = fake.requests_to("POST /examples/bulk")
+    dataset_id = next(iter(fake.datasets))
+    assert [e["metadata"]["triplesmith_id"] for e in bulk.json] == [e.id for e in EXAMPLES]
+    first = bulk.json[0]
+    assert first["dataset_id"] == dataset_id
+    assert first["inputs"] == {"sentence": EXAMPLES[0].sentence}
+    assert first["outputs"] == {"triples": [t.model_dump() for t in EXAMPLES[0].triples]}
+
+    # The experiment: one session on that dataset, with the experiment's metadata.
+    (session,) = fake.requests_to("POST /sessions")
+    assert session.json["reference_dataset_id"] == dataset_id
+    assert session.json["name"].startswith("few-shot-ls-fake-")
+    metadata = session.json["extra"]["metadata"]
+    for key in ("chain", "model", "adapter_hash", "prompt_id", "dataset_hash", "git_commit"):
+        assert key in metadata, key
+    assert metadata["chain"] == "few-shot:ls-fake" and metadata["dataset_hash"] == fingerprint
+    assert metadata["experiment_key"] == result.key
+    assert not any("key" in k.lower() and k != "experiment_key" for k in metadata)
+    experiment_id = session.json["id"]
+    assert result.record.langsmith_id == experiment_id
+
+    # The runs: one root run per example in the experiment, tied to its example, with the
+    # graph's own steps traced beneath it.
+    traced = [r for r in fake.runs.values() if r.get("session_name") == session.json["name"]]
+    roots = [r for r in traced if not r.get("parent_run_id")]
+    assert sorted(r["reference_example_id"] for r in roots) == sorted(fake.examples)
+    assert all(r["outputs"]["raw"] == ANSWER and "tags" in r["outputs"] for r in roots)
+    steps = {r["name"] for r in traced if r.get("parent_run_id")}
+    assert {"extract", "parse", "triage", "score"} <= steps
+
+    # Row feedback: every evaluator key for every run; corpus feedback on the experiment.
+    feedback = fake.feedback
+    per_run = [f for f in feedback if f.get("run_id")]
+    run_ids = {r["id"] for r in roots}
+    assert {f["run_id"] for f in per_run} == run_ids
+    keys = {f["key"] for f in per_run}
+    assert {"triple_f1", "format", "carb_example_f1", "tag:hallucination"} <= keys
+    row_f1 = {f["run_id"]: f["score"] for f in per_run if f["key"] == "triple_f1"}
+    stored_f1 = {r.example_id: r.score("triple_f1") for r in result.rows}
+    ids = {i: e["metadata"]["triplesmith_id"] for i, e in fake.examples.items()}
+    uploaded_f1 = {ids[r["reference_example_id"]]: row_f1[r["id"]] for r in roots}
+    assert uploaded_f1 == pytest.approx(stored_f1, abs=5e-5)  # the SDK rounds to 4 places
+    corpus = {f["key"]: f for f in feedback if not f.get("run_id")}
+    assert set(corpus) == {f.key for f in result.summary}
+    assert all(f["session_id"] == experiment_id for f in corpus.values())
+    auc = next(f.score for f in result.summary if f.key == "carb_auc")
+    assert corpus["carb_auc"]["score"] == pytest.approx(auc, abs=5e-5)
+
+
+def test_a_resumed_run_extends_the_same_langsmith_experiment(
+    fake: FakeLangSmith, tmp_path: Path
+) -> None:
+    store = tmp_path / "s.sqlite"
+    first = _run(store, limit=2)
+    second = _run(store)
+    assert (second.skipped, second.ran) == (2, 2)
+    assert len(fake.requests_to("POST /datasets")) == 1
+    assert len(fake.requests_to("POST /sessions")) == 1  # no second experiment
+    assert second.record.langsmith_id == first.record.langsmith_id
+    pushed = [
+        e["metadata"]["triplesmith_id"]
+        for r in fake.requests_to("POST /examples/bulk")
+        for e in r.json
+    ]
+    assert pushed == [e.id for e in EXAMPLES]  # each example pushed once
+    (session,) = fake.sessions.values()
+    roots = [r for r in fake.runs.values() if r.get("reference_example_id")]
+    assert len(roots) == 4 and {r["session_name"] for r in roots} == {session["name"]}
+
+
+def test_curated_failures_go_to_a_langsmith_dataset_with_a_key(
+    fake: FakeLangSmith, tmp_path: Path
+) -> None:
+    result = _run(tmp_path / "s.sqlite")
+    curated = curate(result, metric="triple_f1", below=1.0, out=tmp_path / "c.jsonl")
+    assert curated
+    created = [r.json["name"] for r in fake.requests_to("POST /datasets")]
+    assert created[-1] == f"{result.key}-curated"
+    pushed = fake.requests_to("POST /examples/bulk")[-1].json
+    assert [e["metadata"]["triplesmith_id"] for e in pushed] == [e.id for e in curated]
+    assert pushed[0]["metadata"]["curated"]["chain"] == "few-shot:ls-fake"

@@ -1,0 +1,115 @@
+"""`triplesmith compare`: several chains on one dataset, a Rich table, and a report folder."""
+
+import os
+from pathlib import Path
+
+import pandas as pd
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from triplesmith.errors import ExperimentError
+
+console = Console()
+err = Console(stderr=True)
+
+CHAINS_HELP = (
+    "Comma-separated chain specs; the first is the baseline of the paired tests, e.g. "
+    "zero-shot:smollm2,few-shot:smollm2,hf:smollm2+adapter=DIR."
+)
+
+
+def rich_table(frame: pd.DataFrame, title: str) -> Table:
+    """A per-chain DataFrame of display strings as a Rich table, one column per chain (chains
+    are few and metrics many, so this reads in a narrow terminal)."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("")
+    for chain in frame.index:
+        table.add_column(str(chain), justify="right", no_wrap=True)
+    for column in frame.columns:
+        table.add_row(str(column), *(str(v) for v in frame[column]))
+    return table
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def compare(
+        chains: str = typer.Option(..., "--chains", "-c", help=CHAINS_HELP),
+        dataset: str = typer.Option(
+            "sample:test",
+            "--dataset",
+            "-d",
+            help="sample[:test], a .jsonl file, a folder, or langsmith:NAME.",
+        ),
+        evaluators: str = typer.Option(
+            "triple-f1,format",
+            "--evaluators",
+            "-e",
+            help="Comma-separated: carb, benchie, triple-f1, triple-f1-exact, format, judge.",
+        ),
+        out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md/html and plots."),
+        max_concurrency: int = typer.Option(
+            8, "--max-concurrency", help="Examples in flight per chain (local models batch them)."
+        ),
+        limit: int | None = typer.Option(None, "--limit", help="Only the first N examples."),
+        store: Path | None = typer.Option(
+            None, "--store", help="Experiment store (SQLite); default ~/.cache/triplesmith/."
+        ),
+        judge_model: str | None = typer.Option(
+            None, "--judge-model", help="provider:model for the judge evaluator."
+        ),
+        no_graph: bool = typer.Option(
+            False, "--no-graph", help="Call the chains directly (no triage, no repair)."
+        ),
+        no_upload: bool = typer.Option(
+            False, "--no-upload", help="Stay offline even when LANGSMITH_API_KEY is set."
+        ),
+    ) -> None:
+        """Compare chains on one dataset with the same evaluators; resumable (rerun to finish)."""
+        # langsmith.evaluate draws a tqdm bar of its own; Rich shows progress here instead.
+        os.environ.setdefault("TQDM_DISABLE", "1")
+        from triplesmith.experiments.compare import compare as run_compare
+        from triplesmith.experiments.report import corpus_table, cost_table, score_table, tag_table
+
+        specs = [c.strip() for c in chains.split(",") if c.strip()]
+        if not specs:
+            raise ExperimentError(f"--chains {chains!r} names no chain; e.g. few-shot:smollm2")
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=err,
+        ) as bar:
+            tasks = {spec: bar.add_task(spec, total=None) for spec in specs}
+
+            def progress(chain: str, done: int, total: int) -> None:
+                task = tasks.get(chain)
+                if task is None:
+                    task = tasks[chain] = bar.add_task(chain, total=total)
+                bar.update(task, completed=done, total=total)
+
+            result = run_compare(
+                specs,
+                dataset,
+                evaluators,
+                judge_model=judge_model,
+                max_concurrency=max_concurrency,
+                store=store,
+                limit=limit,
+                via_graph=not no_graph,
+                upload=False if no_upload else None,
+                progress=progress,
+            )
+        console.print(rich_table(score_table(result), "Scores (mean, 95 % CI)"))
+        if result.summary_metrics:
+            console.print(rich_table(corpus_table(result), "Corpus-level figures"))
+        console.print(rich_table(cost_table(result), "Speed and cost"))
+        if result.tags:
+            console.print(rich_table(tag_table(result), "Failure tags"))
+        paths = result.write(out)
+        reused = sum(e.skipped for e in result.experiments)
+        if reused:
+            err.print(f"reused {reused} finished examples from {result.experiments[0].store}")
+        console.print(f"report: {paths['report.md']} (and report.html, plots) in {out}")

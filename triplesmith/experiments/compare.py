@@ -1,0 +1,361 @@
+"""`compare`: several chains over one dataset with the same evaluators, side by side.
+
+Each chain runs as a resumable experiment (`run_experiment`); the comparison is built from the
+stored examples: per-metric means with bootstrap 95 % intervals, the corpus-level figures,
+failure-tag rates, latency, tokens and an estimated cost, a paired test of each chain against
+the first, and the judge's rank correlation with the exact scorers when both ran.
+"""
+
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+from langchain_core.language_models.chat_models import BaseChatModel
+
+from triplesmith.chains.base import ExtractionChain
+from triplesmith.errors import EvaluatorError, ExperimentError
+from triplesmith.evaluators.base import Evaluator
+from triplesmith.evaluators.format_validity import TAG_PREFIX, TRIAGE_TAGS
+from triplesmith.evaluators.statistics import bootstrap_ci, paired_test, spearman
+from triplesmith.experiments.inputs import DEFAULT_EVALUATORS, resolve_evaluators
+from triplesmith.experiments.runner import DEFAULT_CONCURRENCY, ExperimentResult, run_experiment
+from triplesmith.experiments.store import ExperimentStore
+
+# OpenAI list prices in USD per million tokens (input, output), as published in 2025; a
+# fine-tuned model's inference price is under "ft:". Local models cost 0; other chat models
+# have no known price. Pass `prices=` to compare() to override or extend.
+OPENAI_PRICES: dict[str, tuple[float, float]] = {
+    "gpt-4o-mini": (0.15, 0.60),
+    "gpt-4o": (2.50, 10.00),
+    "gpt-4.1-nano": (0.10, 0.40),
+    "gpt-4.1-mini": (0.40, 1.60),
+    "gpt-4.1": (2.00, 8.00),
+    "gpt-3.5-turbo": (0.50, 1.50),
+    "ft:gpt-4o-mini": (0.30, 1.20),
+    "ft:gpt-4o": (3.75, 15.00),
+    "ft:gpt-4.1-nano": (0.20, 0.80),
+    "ft:gpt-4.1-mini": (0.80, 3.20),
+    "ft:gpt-4.1": (3.00, 12.00),
+    "ft:gpt-3.5-turbo": (3.00, 6.00),
+}
+# The exact scorers the judge is correlated with, when present.
+EXACT_METRICS = ("triple_f1", "triple_exact_f1", "carb_example_f1", "benchie_example_f1")
+# The headline metric of plots: the first present.
+PRIMARY_METRICS = ("triple_f1", "judge", "carb_example_f1", "benchie_example_f1", "format")
+
+CompareProgress = Callable[[str, int, int], None]
+"""Called with (chain, examples finished, examples in the run)."""
+
+
+def price_of(metadata: Mapping[str, Any], prices: Mapping[str, tuple[float, float]]) -> Any:
+    """(input, output) USD per million tokens for an experiment's model, or None if unknown."""
+    provider = metadata.get("provider")
+    if provider == "local":
+        return (0.0, 0.0)
+    model = str(metadata.get("model") or "")
+    if provider != "openai" or not model:
+        return prices.get(model)
+    if model in prices:
+        return prices[model]
+    fine_tuned = model.startswith("ft:")
+    base = model.removeprefix("ft:")
+    candidates = [
+        name
+        for name in prices
+        if name.startswith("ft:") == fine_tuned and base.startswith(name.removeprefix("ft:"))
+    ]
+    return prices[max(candidates, key=len)] if candidates else None
+
+
+@dataclass
+class ComparisonResult:
+    """The comparison of several chains on one dataset.
+
+    table: one row per chain (index `chain`): `n`, `errors`; for each per-example metric its
+        mean and bootstrap 95 % interval (`M`, `M_low`, `M_high`); the corpus-level figures
+        (`carb_auc`, `carb_f1`, `benchie_f1`, `triple_micro_f1`, ...); `tag:NAME` rates;
+        `latency_s`, `tokens_in`, `tokens_out` (means per example) and `cost_usd` (the run's
+        total, NaN when the price is unknown).
+    per_example: long form, one row per (chain, example, feedback key): `score`, `error`.
+    examples: one row per (chain, example): sentence, raw output, triples, tags with evidence.
+    paired: each chain against the first, per metric: mean difference, its interval, p-value.
+    correlations: Spearman's rho of the judge against each exact scorer, per chain and pooled.
+    """
+
+    dataset: str
+    chains: list[str]
+    metrics: list[str]
+    summary_metrics: list[str]
+    tags: list[str]
+    table: pd.DataFrame
+    per_example: pd.DataFrame
+    examples: pd.DataFrame
+    paired: pd.DataFrame
+    correlations: pd.DataFrame
+    experiments: list[ExperimentResult] = field(default_factory=list)
+
+    @property
+    def primary_metric(self) -> str | None:
+        return next((m for m in PRIMARY_METRICS if m in self.metrics), None) or next(
+            iter(self.metrics), None
+        )
+
+    def to_markdown(self) -> str:
+        from triplesmith.experiments.report import render_markdown
+
+        return render_markdown(self)
+
+    def to_html(self) -> str:
+        from triplesmith.experiments.report import render_html
+
+        return render_html(self)
+
+    def write(self, out_dir: str | Path) -> dict[str, Path]:
+        """Write report.md, report.html, the plots and the tables (CSV); returns the paths."""
+        from triplesmith.experiments.report import write_report
+
+        return write_report(self, Path(out_dir))
+
+
+def _labels(experiments: Sequence[ExperimentResult]) -> list[str]:
+    labels: list[str] = []
+    for experiment in experiments:
+        label = experiment.chain
+        if label in labels:
+            label = f"{label} #{sum(1 for x in labels if x.startswith(label)) + 1}"
+        labels.append(label)
+    return labels
+
+
+def _interval(scores: Sequence[float | None]) -> tuple[float, float, float]:
+    try:
+        interval = bootstrap_ci(scores)
+    except EvaluatorError:  # no score at all (every evaluation failed)
+        return (math.nan, math.nan, math.nan)
+    return (interval.mean, interval.low, interval.high)
+
+
+def _row(
+    experiment: ExperimentResult,
+    metrics: Sequence[str],
+    tags: Sequence[str],
+    prices: Mapping[str, tuple[float, float]],
+) -> dict[str, Any]:
+    rows = experiment.rows
+    row: dict[str, Any] = {"n": len(rows), "errors": sum(1 for r in rows if r.error)}
+    for metric in metrics:
+        mean, low, high = _interval(experiment.scores(metric))
+        row.update({metric: mean, f"{metric}_low": low, f"{metric}_high": high})
+    for feedback in experiment.summary:
+        row[feedback.key] = math.nan if feedback.score is None else feedback.score
+    triaged = [r for r in rows if r.tags is not None]
+    for tag in tags:
+        row[f"{TAG_PREFIX}{tag}"] = (
+            sum(tag in (r.tags or []) for r in triaged) / len(triaged) if triaged else math.nan
+        )
+    latencies = [r.latency_s for r in rows if r.latency_s is not None]
+    row["latency_s"] = sum(latencies) / len(latencies) if latencies else math.nan
+    row["tokens_in"] = sum(r.tokens_in for r in rows) / len(rows) if rows else math.nan
+    row["tokens_out"] = sum(r.tokens_out for r in rows) / len(rows) if rows else math.nan
+    price = price_of(experiment.record.metadata, prices)
+    row["cost_usd"] = (
+        sum(r.tokens_in * price[0] + r.tokens_out * price[1] for r in rows) / 1e6
+        if price is not None
+        else math.nan
+    )
+    return row
+
+
+def _ordered_keys(experiments: Sequence[ExperimentResult], summary: bool) -> list[str]:
+    keys: dict[str, None] = {}
+    for experiment in experiments:
+        feedback = (
+            experiment.summary if summary else [f for r in experiment.rows for f in r.feedback]
+        )
+        for f in feedback:
+            if not f.key.startswith(TAG_PREFIX):
+                keys.setdefault(f.key)
+    return list(keys)
+
+
+def _tags(experiments: Sequence[ExperimentResult]) -> list[str]:
+    seen = {t for e in experiments for r in e.rows for t in (r.tags or [])}
+    if not any(r.tags is not None for e in experiments for r in e.rows):
+        return []
+    return [t for t in TRIAGE_TAGS] + sorted(seen - set(TRIAGE_TAGS))
+
+
+def _aligned(
+    a: ExperimentResult, b: ExperimentResult, metric: str
+) -> tuple[list[float | None], list[float | None]]:
+    right = {r.example_id: r.score(metric) for r in b.rows}
+    ids = [r.example_id for r in a.rows if r.example_id in right]
+    left = {r.example_id: r.score(metric) for r in a.rows}
+    return [left[i] for i in ids], [right[i] for i in ids]
+
+
+def _paired(
+    experiments: Sequence[ExperimentResult], labels: Sequence[str], metrics: Sequence[str]
+) -> pd.DataFrame:
+    records = []
+    for experiment, label in zip(experiments[1:], labels[1:], strict=True):
+        for metric in metrics:
+            a, b = _aligned(experiments[0], experiment, metric)
+            try:
+                test = paired_test(a, b)
+            except EvaluatorError:
+                continue
+            records.append(
+                {"chain": label, "baseline": labels[0], "metric": metric, **test.model_dump()}
+            )
+    columns = ["chain", "baseline", "metric", "mean_difference", "low", "high", "p_value", "n"]
+    return pd.DataFrame(records, columns=columns + ["confidence", "method"])
+
+
+def _correlations(
+    experiments: Sequence[ExperimentResult], labels: Sequence[str], metrics: Sequence[str]
+) -> pd.DataFrame:
+    records = []
+    if "judge" in metrics:
+        for exact in (m for m in EXACT_METRICS if m in metrics):
+            pooled: tuple[list[float | None], list[float | None]] = ([], [])
+            for experiment, label in zip(experiments, labels, strict=True):
+                judge, other = experiment.scores("judge"), experiment.scores(exact)
+                pooled[0].extend(judge)
+                pooled[1].extend(other)
+                rho = spearman(judge, other)
+                records.append({"chain": label, "exact_metric": exact, **rho.model_dump()})
+            rho = spearman(*pooled)
+            records.append({"chain": "all chains", "exact_metric": exact, **rho.model_dump()})
+    return pd.DataFrame(records, columns=["chain", "exact_metric", "rho", "p_value", "n"])
+
+
+def _long(experiments: Sequence[ExperimentResult], labels: Sequence[str]) -> pd.DataFrame:
+    records = [
+        {
+            "chain": label,
+            "example_id": row.example_id,
+            "metric": f.key,
+            "score": math.nan if f.score is None else f.score,
+            "error": f.error,
+        }
+        for experiment, label in zip(experiments, labels, strict=True)
+        for row in experiment.rows
+        for f in row.feedback
+    ]
+    return pd.DataFrame(records, columns=["chain", "example_id", "metric", "score", "error"])
+
+
+def _wide(experiments: Sequence[ExperimentResult], labels: Sequence[str]) -> pd.DataFrame:
+    records = []
+    for experiment, label in zip(experiments, labels, strict=True):
+        for row in experiment.rows:
+            outputs = row.outputs
+            tags = outputs.get("tags") if isinstance(outputs.get("tags"), list) else []
+            records.append(
+                {
+                    "chain": label,
+                    "example_id": row.example_id,
+                    "sentence": row.example.sentence,
+                    "raw": outputs.get("raw", ""),
+                    "triples": outputs.get("triples", []),
+                    "gold": [t.model_dump() for t in row.example.triples],
+                    "tags": row.tags or [],
+                    "evidence": {
+                        t.get("name"): t.get("evidence") for t in tags if isinstance(t, dict)
+                    },
+                    "error": row.error,
+                    "latency_s": row.latency_s,
+                    "tokens_in": row.tokens_in,
+                    "tokens_out": row.tokens_out,
+                }
+            )
+    return pd.DataFrame(records)
+
+
+def build_comparison(
+    experiments: Sequence[ExperimentResult],
+    dataset: str,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+) -> ComparisonResult:
+    """The comparison of finished experiments (the first is the baseline of the paired tests)."""
+    if not experiments:
+        raise ExperimentError("a comparison needs at least one experiment")
+    prices = {**OPENAI_PRICES, **(prices or {})}
+    labels = _labels(experiments)
+    metrics = _ordered_keys(experiments, summary=False)
+    summary_metrics = _ordered_keys(experiments, summary=True)
+    tags = _tags(experiments)
+    table = pd.DataFrame(
+        [_row(e, metrics, tags, prices) for e in experiments],
+        index=pd.Index(labels, name="chain"),
+    )
+    return ComparisonResult(
+        dataset=dataset,
+        chains=labels,
+        metrics=metrics,
+        summary_metrics=summary_metrics,
+        tags=tags,
+        table=table,
+        per_example=_long(experiments, labels),
+        examples=_wide(experiments, labels),
+        paired=_paired(experiments, labels, metrics),
+        correlations=_correlations(experiments, labels, metrics),
+        experiments=list(experiments),
+    )
+
+
+def compare(
+    chains: Sequence[str | ExtractionChain],
+    dataset: str | Path | Sequence[Any],
+    evaluators: str | Sequence[str | Evaluator] = DEFAULT_EVALUATORS,
+    *,
+    judge_model: BaseChatModel | str | None = None,
+    max_concurrency: int = DEFAULT_CONCURRENCY,
+    store: str | Path | ExperimentStore | None = None,
+    limit: int | None = None,
+    via_graph: bool = True,
+    upload: bool | None = None,
+    prices: Mapping[str, tuple[float, float]] | None = None,
+    metadata: Mapping[str, Any] | None = None,
+    progress: CompareProgress | None = None,
+) -> ComparisonResult:
+    """Run every chain over the dataset (resumably, see `run_experiment`) and compare them.
+
+    chains: spec strings or ExtractionChains; the first is the paired tests' baseline.
+    evaluators: names (`"carb,benchie,triple-f1,format,judge"`) or Evaluator objects.
+    prices: USD per million (input, output) tokens by model name, over `OPENAI_PRICES`.
+    """
+    if isinstance(chains, str):
+        chains = [c.strip() for c in chains.split(",") if c.strip()]
+    if not chains:
+        raise ExperimentError("compare needs at least one chain, e.g. ['few-shot:smollm2']")
+    scorers = resolve_evaluators(evaluators, judge_model)
+    label = str(dataset) if isinstance(dataset, str | Path) else "examples"
+    opened = not isinstance(store, ExperimentStore)
+    db = ExperimentStore(store) if opened else store  # type: ignore[arg-type]
+    try:
+        experiments = []
+        for chain in chains:
+            name = chain if isinstance(chain, str) else chain.spec
+            experiments.append(
+                run_experiment(
+                    chain,
+                    dataset,
+                    scorers,
+                    max_concurrency=max_concurrency,
+                    store=db,
+                    metadata=metadata,
+                    via_graph=via_graph,
+                    limit=limit,
+                    upload=upload,
+                    progress=(lambda d, t, n=name: progress(n, d, t)) if progress else None,
+                )
+            )
+    finally:
+        if opened:
+            db.close()
+    return build_comparison(experiments, label, prices)

@@ -1,0 +1,331 @@
+"""The local experiment store: one SQLite file in WAL mode, one row per finished example.
+
+Rows are written one transaction each, the moment an example's evaluators finish, so a killed
+run loses only the examples in flight; `UNIQUE(experiment, example_id)` makes a second write of
+the same example a no-op, so nothing is stored twice and a rerun skips what is done. Nothing
+secret goes in: metadata passes through `public_metadata` first.
+"""
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field
+
+from triplesmith.errors import ExperimentError
+from triplesmith.evaluators.base import Feedback
+from triplesmith.schema import Example
+
+STORE_ENV = "TRIPLESMITH_STORE"
+_SECRET_WORDS = ("api_key", "apikey", "secret", "password", "authorization")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS experiments (
+    key TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    chain TEXT NOT NULL,
+    dataset TEXT NOT NULL,
+    metadata TEXT NOT NULL,
+    created TEXT NOT NULL,
+    langsmith_id TEXT
+);
+CREATE TABLE IF NOT EXISTS examples (
+    experiment TEXT NOT NULL REFERENCES experiments(key),
+    example_id TEXT NOT NULL,
+    position INTEGER,
+    example TEXT NOT NULL,
+    outputs TEXT NOT NULL,
+    feedback TEXT NOT NULL,
+    tags TEXT,
+    error TEXT,
+    latency_s REAL,
+    tokens_in INTEGER NOT NULL DEFAULT 0,
+    tokens_out INTEGER NOT NULL DEFAULT 0,
+    finished TEXT NOT NULL,
+    UNIQUE (experiment, example_id)
+);
+CREATE TABLE IF NOT EXISTS summaries (
+    experiment TEXT NOT NULL REFERENCES experiments(key),
+    key TEXT NOT NULL,
+    score REAL,
+    comment TEXT,
+    error TEXT,
+    examples INTEGER NOT NULL,
+    computed TEXT NOT NULL,
+    PRIMARY KEY (experiment, key)
+);
+"""
+
+
+def default_store_path() -> Path:
+    """`$TRIPLESMITH_STORE`, else `~/.cache/triplesmith/experiments.sqlite`."""
+    if os.environ.get(STORE_ENV):
+        return Path(os.environ[STORE_ENV]).expanduser()
+    return Path.home() / ".cache" / "triplesmith" / "experiments.sqlite"
+
+
+def public_metadata(metadata: Mapping[str, Any]) -> dict[str, Any]:
+    """The metadata without entries whose key names a secret (at any depth)."""
+
+    def clean(value: Any) -> Any:
+        if isinstance(value, Mapping):
+            return {
+                str(k): clean(v)
+                for k, v in value.items()
+                if not any(word in str(k).lower() for word in _SECRET_WORDS)
+            }
+        if isinstance(value, list | tuple):
+            return [clean(v) for v in value]
+        return value
+
+    return clean(dict(metadata))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat()
+
+
+class ExperimentRecord(BaseModel):
+    """One experiment: a chain over a dataset with a set of evaluators."""
+
+    key: str
+    name: str
+    chain: str
+    dataset: str = Field(description="`label@fingerprint` of the dataset")
+    metadata: dict[str, Any] = Field(default_factory=dict)
+    created: str = Field(default_factory=_now)
+    langsmith_id: str | None = None
+
+
+class StoredExample(BaseModel):
+    """One finished example of an experiment.
+
+    `outputs` is the run's outputs (the Extraction JSON, plus `tags`, `attempts` and `scores`
+    when the graph ran); `tags` the triage tag names, None when no triage ran; `error` the
+    run's error, if it failed; `position` the example's index in its dataset.
+    """
+
+    experiment: str
+    example_id: str
+    position: int | None = None
+    example: Example
+    outputs: dict[str, Any]
+    feedback: list[Feedback] = Field(default_factory=list)
+    tags: list[str] | None = None
+    error: str | None = None
+    latency_s: float | None = None
+    tokens_in: int = 0
+    tokens_out: int = 0
+    finished: str = Field(default_factory=_now)
+
+    def score(self, key: str) -> float | None:
+        """This example's score for a feedback key; None when absent or an evaluator error."""
+        for feedback in self.feedback:
+            if feedback.key == key:
+                return feedback.score
+        return None
+
+
+class ExperimentStore:
+    """The store at `path` (created on first use). Safe to share between threads."""
+
+    def __init__(self, path: str | Path | None = None) -> None:
+        self.path = Path(path).expanduser() if path is not None else default_store_path()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                self.path, timeout=30.0, isolation_level=None, check_same_thread=False
+            )
+            mode = self._db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA foreign_keys=ON")
+            self._db.executescript(_SCHEMA)
+        except (sqlite3.Error, OSError) as exc:
+            raise ExperimentError(
+                f"cannot open the experiment store {self.path}: {exc}; "
+                f"give a writable path (--store or ${STORE_ENV})"
+            ) from None
+        if mode.lower() != "wal":
+            raise ExperimentError(f"experiment store {self.path}: WAL mode unavailable ({mode})")
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+    def __enter__(self) -> "ExperimentStore":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._db.execute("COMMIT")
+
+    def _query(self, sql: str, params: Iterable[Any] = ()) -> list[tuple]:
+        with self._lock:
+            return self._db.execute(sql, tuple(params)).fetchall()
+
+    # --- experiments -------------------------------------------------------------------------
+
+    def begin(self, record: ExperimentRecord) -> ExperimentRecord:
+        """Record an experiment, or return the stored one with this key (a resumed run).
+
+        A stored experiment with the same key but another chain or dataset is an error: the key
+        would mix two experiments' examples.
+        """
+        with self._transaction() as db:
+            row = db.execute("SELECT * FROM experiments WHERE key = ?", (record.key,)).fetchone()
+            if row is None:
+                db.execute(
+                    "INSERT INTO experiments VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        record.key,
+                        record.name,
+                        record.chain,
+                        record.dataset,
+                        json.dumps(
+                            public_metadata(record.metadata), ensure_ascii=False, default=str
+                        ),
+                        record.created,
+                        record.langsmith_id,
+                    ),
+                )
+                return record.model_copy(update={"metadata": public_metadata(record.metadata)})
+        stored = _record(row)
+        if stored.chain != record.chain or _fingerprint(stored.dataset) != _fingerprint(
+            record.dataset
+        ):
+            raise ExperimentError(
+                f"experiment key {record.key!r} already holds chain {stored.chain!r} on dataset "
+                f"{stored.dataset!r}, not {record.chain!r} on {record.dataset!r}; "
+                "use another key"
+            )
+        return stored
+
+    def experiment(self, key: str) -> ExperimentRecord | None:
+        rows = self._query("SELECT * FROM experiments WHERE key = ?", (key,))
+        return _record(rows[0]) if rows else None
+
+    def experiments(self) -> list[ExperimentRecord]:
+        return [_record(row) for row in self._query("SELECT * FROM experiments ORDER BY created")]
+
+    def set_langsmith_id(self, key: str, langsmith_id: str) -> None:
+        with self._transaction() as db:
+            db.execute("UPDATE experiments SET langsmith_id = ? WHERE key = ?", (langsmith_id, key))
+
+    # --- examples ----------------------------------------------------------------------------
+
+    def add(self, row: StoredExample) -> bool:
+        """Store one finished example; False (and nothing written) when it is already stored."""
+        with self._transaction() as db:
+            cursor = db.execute(
+                "INSERT OR IGNORE INTO examples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    row.experiment,
+                    row.example_id,
+                    row.position,
+                    row.example.model_dump_json(),
+                    json.dumps(row.outputs, ensure_ascii=False, default=str),
+                    json.dumps([f.model_dump() for f in row.feedback], ensure_ascii=False),
+                    None if row.tags is None else json.dumps(row.tags),
+                    row.error,
+                    row.latency_s,
+                    row.tokens_in,
+                    row.tokens_out,
+                    row.finished,
+                ),
+            )
+            return cursor.rowcount == 1
+
+    def finished_ids(self, key: str) -> set[str]:
+        rows = self._query("SELECT example_id FROM examples WHERE experiment = ?", (key,))
+        return {row[0] for row in rows}
+
+    def rows(self, key: str) -> list[StoredExample]:
+        """Every stored example of an experiment, in dataset order."""
+        rows = self._query(
+            "SELECT * FROM examples WHERE experiment = ? ORDER BY position, rowid", (key,)
+        )
+        return [_stored(row) for row in rows]
+
+    # --- corpus-level feedback ---------------------------------------------------------------
+
+    def save_summary(self, key: str, feedback: Iterable[Feedback], examples: int) -> None:
+        """Replace the experiment's corpus-level feedback (computed over `examples` examples)."""
+        with self._transaction() as db:
+            db.execute("DELETE FROM summaries WHERE experiment = ?", (key,))
+            db.executemany(
+                "INSERT INTO summaries VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [(key, f.key, f.score, f.comment, f.error, examples, _now()) for f in feedback],
+            )
+
+    def summary(self, key: str) -> list[Feedback]:
+        rows = self._query(
+            "SELECT key, score, comment, error FROM summaries WHERE experiment = ? ORDER BY rowid",
+            (key,),
+        )
+        return [Feedback(key=k, score=s, comment=c, error=e) for k, s, c, e in rows]
+
+
+def _fingerprint(dataset: str) -> str:
+    """Datasets are recorded as `label@fingerprint`; the same examples match under any label."""
+    return dataset.rsplit("@", 1)[-1]
+
+
+def _record(row: tuple) -> ExperimentRecord:
+    key, name, chain, dataset, metadata, created, langsmith_id = row
+    return ExperimentRecord(
+        key=key,
+        name=name,
+        chain=chain,
+        dataset=dataset,
+        metadata=json.loads(metadata),
+        created=created,
+        langsmith_id=langsmith_id,
+    )
+
+
+def _stored(row: tuple) -> StoredExample:
+    (
+        experiment,
+        example_id,
+        position,
+        example,
+        outputs,
+        feedback,
+        tags,
+        error,
+        latency,
+        t_in,
+        t_out,
+        at,
+    ) = row
+    return StoredExample(
+        experiment=experiment,
+        example_id=example_id,
+        position=position,
+        example=Example.model_validate_json(example),
+        outputs=json.loads(outputs),
+        feedback=[Feedback.model_validate(f) for f in json.loads(feedback)],
+        tags=None if tags is None else json.loads(tags),
+        error=error,
+        latency_s=latency,
+        tokens_in=t_in,
+        tokens_out=t_out,
+        finished=at,
+    )
