@@ -1,0 +1,171 @@
+"""The adapter manifest: what an adapter was trained from, how, and what it cost.
+
+`manifest.json` sits beside the peft files in the adapter directory. `adapter_hash` names the
+adapter's content (config and weights) for experiment metadata; it is the same hash the hf
+chain records.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import platform
+import tempfile
+from collections.abc import Sequence
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError
+
+from triplesmith.errors import TrainingError
+from triplesmith.schema import Example
+
+MANIFEST_NAME = "manifest.json"
+PACKAGES = (
+    "triplesmith",
+    "torch",
+    "transformers",
+    "trl",
+    "peft",
+    "bitsandbytes",
+    "accelerate",
+    "datasets",
+)
+
+
+class LossPoint(BaseModel):
+    step: int
+    loss: float
+    learning_rate: float | None = None
+    epoch: float | None = None
+
+
+class AdapterManifest(BaseModel):
+    """Everything needed to trace and compare an adapter, written as `manifest.json`."""
+
+    schema_version: int = 1
+    created_at: str
+    base_model: str
+    base_model_path: str
+    base_model_hash: str
+    dataset: str
+    dataset_split: str | None
+    dataset_hash: str
+    examples: int
+    max_example_tokens: int
+    over_length_policy: str = "refuse"
+    format: str
+    prompt_id: str
+    preset: str
+    method: str
+    method_reason: str
+    dtype: str
+    dtype_reason: str
+    gradient_checkpointing: bool
+    gradient_checkpointing_reason: str
+    packing: bool
+    packing_reason: str
+    hyperparameters: dict[str, Any]
+    steps: int
+    epochs: float
+    loss_curve: list[LossPoint] = Field(default_factory=list)
+    loss_start: float | None = Field(
+        description="mean training loss over the first `loss_window` logged steps"
+    )
+    loss_end: float | None = Field(
+        description="mean training loss over the last `loss_window` logged steps"
+    )
+    loss_window: int = Field(1, description="a fifth of the logged steps, at least one")
+    tokens_trained: int = Field(
+        description="tokens seen in this session (after a resume: since it)"
+    )
+    tokens_per_s: float
+    train_wall_s: float
+    wall_s: float
+    peak_memory_bytes: int
+    device: str
+    resumed_from: str | None = None
+    adapter_hash: str
+    packages: dict[str, str]
+
+
+def loss_ends(curve: Sequence[LossPoint]) -> tuple[float | None, float | None, int]:
+    """Start and end loss, each a mean over a fifth of the curve (at least one point).
+
+    Single-step losses with small batches swing with whichever examples the step drew;
+    a window says whether training lowered the loss rather than which batch came first.
+    """
+    if not curve:
+        return None, None, 0
+    window = max(1, len(curve) // 5)
+    first = sum(point.loss for point in curve[:window]) / window
+    last = sum(point.loss for point in curve[-window:]) / window
+    return first, last, window
+
+
+def adapter_hash(adapter_dir: str | Path) -> str:
+    """A short sha256 over the adapter's `adapter_*` files (config and weights), names included."""
+    root = Path(adapter_dir)
+    files = sorted(file for file in root.glob("adapter_*") if file.is_file())
+    if not any(file.name == "adapter_config.json" for file in files):
+        raise TrainingError(
+            f"{root} is not a PEFT adapter directory (no adapter_config.json); give the --out "
+            "directory of `triplesmith train`"
+        )
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
+def dataset_hash(examples: Sequence[Example]) -> str:
+    """A short sha256 of the training examples in order (id, sentence, triples)."""
+    digest = hashlib.sha256()
+    for example in examples:
+        record = {
+            "id": example.id,
+            "sentence": example.sentence,
+            "triples": [t.model_dump() for t in example.triples],
+        }
+        digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
+        digest.update(b"\n")
+    return digest.hexdigest()[:16]
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def write_manifest(adapter_dir: str | Path, manifest: AdapterManifest) -> Path:
+    """Write `manifest.json` atomically (a reader never sees half a file)."""
+    root = Path(adapter_dir)
+    target = root / MANIFEST_NAME
+    handle, staging = tempfile.mkstemp(prefix=".manifest-", dir=root)
+    with os.fdopen(handle, "w") as stream:
+        stream.write(manifest.model_dump_json(indent=2))
+    os.replace(staging, target)
+    return target
+
+
+def read_manifest(adapter_dir: str | Path) -> AdapterManifest:
+    """The manifest of an adapter directory written by `triplesmith train`."""
+    path = Path(adapter_dir) / MANIFEST_NAME
+    if not path.is_file():
+        raise TrainingError(
+            f"{adapter_dir} has no {MANIFEST_NAME}; give a directory written by `triplesmith train`"
+        )
+    try:
+        return AdapterManifest.model_validate_json(path.read_text())
+    except ValidationError as exc:
+        raise TrainingError(f"{path} is not a valid adapter manifest: {exc}") from exc

@@ -1,0 +1,438 @@
+"""LoRA / QLoRA supervised fine-tuning with TRL's SFTTrainer, producing an adapter directory.
+
+`train(config)` is the one code path behind `triplesmith train` and the training benchmarks:
+every bad input is refused before the model is loaded, the machine-dependent choices come
+from `training.config.plan_training`, checkpoints go to `OUT/checkpoints` (so `resume=True`
+continues after an interruption), and the adapter lands in `OUT` with its `manifest.json`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import resource
+import time
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from transformers import PrinterCallback, TrainerCallback
+
+from triplesmith.chains.prompt import PROMPT_ID
+from triplesmith.errors import ModelError, TrainingError
+from triplesmith.models import ModelRef, model_hash, resolve
+from triplesmith.training.config import (
+    Machine,
+    Plan,
+    TrainConfig,
+    plan_training,
+    probe_machine,
+    shape_of,
+)
+from triplesmith.training.format import (
+    build_dataset,
+    check_lengths,
+    check_template,
+    load_training_examples,
+    token_lengths,
+)
+from triplesmith.training.manifest import (
+    AdapterManifest,
+    LossPoint,
+    adapter_hash,
+    dataset_hash,
+    loss_ends,
+    package_versions,
+    write_manifest,
+)
+
+log = logging.getLogger(__name__)
+
+CHECKPOINTS = "checkpoints"
+RUN_FILE = "triplesmith_run.json"
+# Fields that must not change between an interrupted run and its --resume.
+RESUME_FIXED = ("base", "dataset", "format", "lora", "max_seq_len", "batch_size", "grad_accum")
+
+
+class TrainResult(BaseModel):
+    """Where the adapter was written, and its manifest."""
+
+    out: Path
+    manifest: AdapterManifest
+
+
+class RichProgress(TrainerCallback):
+    """A Rich progress bar over optimizer steps, showing the latest loss (on stderr)."""
+
+    def __init__(self, console: Console | None = None) -> None:
+        self.progress = Progress(
+            TextColumn("[bold]train[/]"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[loss]}"),
+            TimeRemainingColumn(),
+            console=console or Console(stderr=True),
+        )
+        self.task: Any = None
+        self.session_logs: list[dict[str, float]] = []
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.progress.start()
+        self.task = self.progress.add_task(
+            "train", total=state.max_steps, completed=state.global_step, loss=""
+        )
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.progress.update(self.task, completed=state.global_step)
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        logs = logs or {}
+        self.session_logs.append(dict(logs))
+        if "loss" in logs:
+            self.progress.update(self.task, loss=f"loss {logs['loss']:.4f}")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.progress.update(self.task, completed=state.global_step)
+        self.progress.stop()
+
+
+def last_checkpoint(checkpoints: Path) -> Path | None:
+    """The newest complete checkpoint (Trainer writes trainer_state.json last)."""
+    if not checkpoints.is_dir():
+        return None
+    complete = []
+    for folder in checkpoints.glob("checkpoint-*"):
+        step = folder.name.removeprefix("checkpoint-")
+        if step.isdigit() and (folder / "trainer_state.json").is_file():
+            complete.append((int(step), folder))
+    return max(complete)[1] if complete else None
+
+
+def check_causal_lm(ref: ModelRef) -> Any:
+    """The base's transformers config, refusing anything that is not a causal LM."""
+    from transformers import AutoConfig
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    try:
+        hf_config = AutoConfig.from_pretrained(ref.path)
+    except (OSError, ValueError) as exc:
+        hint = (
+            ""
+            if ref.local
+            else " (a Hub id needs a network connection; offline, give a local directory)"
+        )
+        raise TrainingError(
+            f"cannot read the config of base model {ref.name!r}: {exc}{hint}"
+        ) from exc
+    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
+    architectures = hf_config.architectures or []
+    if architectures:
+        ok = any(arch in causal for arch in architectures)
+    else:
+        ok = hf_config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+    if not ok:
+        raise TrainingError(
+            f"base model {ref.name!r} is not a causal language model (architectures: "
+            f"{architectures or hf_config.model_type}); adapters are trained on decoder-only "
+            "*ForCausalLM models"
+        )
+    return hf_config
+
+
+def check_bitsandbytes(device: str) -> None:
+    """Refuse QLoRA unless bitsandbytes can quantize to 4-bit NF4 on this device."""
+    try:
+        import torch
+        from bitsandbytes.functional import quantize_4bit
+
+        quantize_4bit(torch.randn(64, 64, device=device), quant_type="nf4")
+    except Exception as exc:  # any failure here means 4-bit cannot run on this machine
+        raise TrainingError(
+            f"qlora needs bitsandbytes 4-bit kernels on {device}, which cannot run here "
+            f"({type(exc).__name__}: {exc}); use --method lora, or install bitsandbytes>=0.48"
+        ) from exc
+
+
+def _check_out(config: TrainConfig, checkpoints: Path) -> Path | None:
+    """The checkpoint to resume from, refusing to mix a new run into an old one's folder."""
+    checkpoint = last_checkpoint(checkpoints)
+    if config.resume:
+        if checkpoint is None:
+            raise TrainingError(
+                f"--resume: {checkpoints} holds no complete checkpoint to continue from; "
+                "run without --resume to start training"
+            )
+        saved = (
+            json.loads((checkpoints / RUN_FILE).read_text())
+            if (checkpoints / RUN_FILE).is_file()
+            else {}
+        )
+        now = config.model_dump(mode="json")
+        changed = [key for key in RESUME_FIXED if key in saved and saved[key] != now[key]]
+        if changed:
+            raise TrainingError(
+                f"--resume: {', '.join(changed)} differ from the interrupted run in {config.out}; "
+                "resume with the same settings, or train into a new --out"
+            )
+        return checkpoint
+    if checkpoint is not None:
+        raise TrainingError(
+            f"{config.out} holds checkpoints of an earlier run; pass --resume to continue it, "
+            "or choose another --out"
+        )
+    if (config.out / "adapter_config.json").is_file():
+        raise TrainingError(
+            f"{config.out} already holds an adapter; choose another --out or remove the folder"
+        )
+    return None
+
+
+def load_base(
+    ref: ModelRef,
+    plan: Plan,
+    machine: Machine,
+    model_kwargs: dict[str, Any] | None = None,
+    double_quant: bool = True,
+) -> Any:
+    """The base model in the plan's precision, 4-bit NF4 for QLoRA (compute in the same dtype)."""
+    import torch
+    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+
+    dtype = torch.bfloat16 if plan.dtype == "bfloat16" else torch.float32
+    kwargs: dict[str, Any] = {"dtype": dtype, **(model_kwargs or {})}
+    if plan.method == "qlora":
+        kwargs["quantization_config"] = BitsAndBytesConfig(
+            load_in_4bit=True,
+            bnb_4bit_quant_type="nf4",
+            bnb_4bit_compute_dtype=dtype,
+            bnb_4bit_use_double_quant=double_quant,
+        )
+        kwargs["device_map"] = {"": 0 if machine.device == "cuda" else "cpu"}
+    try:
+        return AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
+    except OSError as exc:
+        raise ModelError(f"cannot load base model {ref.name!r}: {exc}") from exc
+
+
+def sft_config(config: TrainConfig, plan: Plan, machine: Machine, checkpoints: Path) -> Any:
+    """TRL's SFTConfig for this run (its full-fine-tuning defaults overridden where LoRA differs)."""
+    from trl import SFTConfig
+
+    names = {field.name for field in fields(SFTConfig)}
+    # transformers 5.2x renamed gradient checkpointing; the old name warns.
+    checkpointing = (
+        "activation_checkpointing"
+        if "activation_checkpointing" in names
+        else "gradient_checkpointing"
+    )
+    return SFTConfig(
+        output_dir=str(checkpoints),
+        num_train_epochs=config.epochs,
+        max_steps=config.max_steps or -1,
+        per_device_train_batch_size=config.batch_size,
+        gradient_accumulation_steps=config.grad_accum,
+        learning_rate=config.learning_rate,
+        lr_scheduler_type=config.lr_scheduler,
+        warmup_steps=config.warmup_ratio,
+        weight_decay=config.weight_decay,
+        max_grad_norm=config.max_grad_norm,
+        optim=config.optim,
+        seed=config.seed,
+        bf16=plan.dtype == "bfloat16",
+        fp16=False,
+        **{checkpointing: plan.gradient_checkpointing},
+        max_length=config.max_seq_len,
+        packing=plan.packing,
+        packing_strategy="bfd",
+        completion_only_loss=True,
+        train_sampling_strategy="group_by_length" if config.group_by_length else "random",
+        save_strategy="steps",
+        save_steps=config.save_steps,
+        save_total_limit=config.save_total_limit,
+        logging_steps=config.logging_steps,
+        report_to="none",
+        disable_tqdm=True,
+        dataloader_num_workers=0,
+        dataloader_pin_memory=machine.device == "cuda",
+    )
+
+
+@contextmanager
+def _quiet_libraries() -> Iterator[None]:
+    """Hide the libraries' own progress bars and deprecation chatter unless logging is verbose.
+
+    The Rich bar is the progress display; the warnings name library internals a user cannot
+    act on (TRL and peft still call the deprecated `gradient_checkpointing` names).
+    """
+    if logging.getLogger().getEffectiveLevel() <= logging.INFO:
+        yield
+        return
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    hf_bars, ds_bars = hf_logging.is_progress_bar_enabled(), datasets.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings(
+                "ignore", category=FutureWarning, module=r"(transformers|trl|peft)"
+            )
+            yield
+    finally:
+        if hf_bars:
+            hf_logging.enable_progress_bar()
+        if ds_bars:
+            datasets.enable_progress_bars()
+
+
+def _reset_peak_memory(machine: Machine) -> None:
+    if machine.device == "cuda":
+        import torch
+
+        torch.cuda.reset_peak_memory_stats()
+
+
+def _peak_memory(machine: Machine) -> int:
+    """Peak GPU memory allocated during this run, or the process's peak resident memory on CPU."""
+    if machine.device == "cuda":
+        import torch
+
+        return int(torch.cuda.max_memory_allocated())
+    return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss) * 1024  # KiB on Linux
+
+
+def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
+    """Train a LoRA/QLoRA adapter on `config.dataset` into `config.out` and write its manifest.
+
+    Raises `TrainingError` (before any training step) for an empty dataset, examples longer
+    than `max_seq_len`, a base that is not a causal LM, QLoRA where bitsandbytes cannot run,
+    `resume` without a checkpoint, or an `out` folder holding another run.
+    """
+    with _quiet_libraries():
+        return _train(config, console)
+
+
+def _train(config: TrainConfig, console: Console | None) -> TrainResult:
+    started = time.perf_counter()
+    checkpoints = config.out / CHECKPOINTS
+    # 1. Every refusal comes before the model is loaded.
+    data = load_training_examples(config.dataset)
+    resume_from = _check_out(config, checkpoints)
+    try:
+        ref = resolve(config.base)
+    except ModelError as exc:
+        raise TrainingError(f"base model: {exc}") from exc
+    hf_config = check_causal_lm(ref)
+    machine = probe_machine()
+    plan = plan_training(config, shape_of(hf_config), machine)
+    if plan.method == "qlora":
+        check_bitsandbytes(machine.device)
+    from transformers import AutoTokenizer
+
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(ref.path)
+    except (OSError, ValueError) as exc:
+        raise TrainingError(f"cannot load the tokenizer of base model {ref.name!r}: {exc}") from exc
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    check_template(tokenizer, config.format, config.base)
+    lengths = token_lengths(data.examples, tokenizer, config.format)
+    check_lengths(data.examples, lengths, config.max_seq_len)
+    log.info("plan: %s", plan)
+
+    # 2. Train.
+    from peft import LoraConfig
+    from trl import SFTTrainer
+
+    _reset_peak_memory(machine)
+    config.out.mkdir(parents=True, exist_ok=True)
+    checkpoints.mkdir(exist_ok=True)
+    if resume_from is None:
+        (checkpoints / RUN_FILE).write_text(config.model_dump_json(indent=2))
+    model = load_base(ref, plan, machine, config.model_kwargs, config.double_quant)
+    lora = LoraConfig(
+        r=config.lora.r,
+        lora_alpha=config.lora.alpha,
+        lora_dropout=config.lora.dropout,
+        target_modules=config.lora.target_modules,
+        task_type="CAUSAL_LM",
+    )
+    progress = RichProgress(console)
+    trainer = SFTTrainer(
+        model=model,
+        args=sft_config(config, plan, machine, checkpoints),
+        train_dataset=build_dataset(data.examples, config.format),
+        processing_class=tokenizer,
+        peft_config=lora,
+        callbacks=[progress],
+    )
+    # With tqdm off, Trainer prints every log dict to stdout; the Rich bar replaces both.
+    trainer.remove_callback(PrinterCallback)
+    try:
+        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
+    finally:
+        progress.progress.stop()
+    trainer.save_model(str(config.out))
+
+    # 3. The manifest.
+    curve = [
+        LossPoint(
+            step=int(entry["step"]),
+            loss=float(entry["loss"]),
+            learning_rate=entry.get("learning_rate"),
+            epoch=entry.get("epoch"),
+        )
+        for entry in trainer.state.log_history
+        if "loss" in entry and "step" in entry
+    ]
+    loss_start, loss_end, loss_window = loss_ends(curve)
+    tokens = int(max((entry.get("num_tokens", 0) for entry in progress.session_logs), default=0))
+    runtime = float(output.metrics.get("train_runtime", 0.0))
+    manifest = AdapterManifest(
+        created_at=datetime.now(UTC).isoformat(timespec="seconds"),
+        base_model=config.base,
+        base_model_path=ref.path,
+        base_model_hash=model_hash(ref),
+        dataset=data.dataset,
+        dataset_split=data.split,
+        dataset_hash=dataset_hash(data.examples),
+        examples=len(data.examples),
+        max_example_tokens=max(lengths),
+        format=config.format,
+        prompt_id=PROMPT_ID,
+        preset=config.preset,
+        method=plan.method,
+        method_reason=plan.method_reason,
+        dtype=plan.dtype,
+        dtype_reason=plan.dtype_reason,
+        gradient_checkpointing=plan.gradient_checkpointing,
+        gradient_checkpointing_reason=plan.gradient_checkpointing_reason,
+        packing=plan.packing,
+        packing_reason=plan.packing_reason,
+        hyperparameters=config.hyperparameters(),
+        steps=int(trainer.state.global_step),
+        epochs=float(trainer.state.epoch or 0.0),
+        loss_curve=curve,
+        loss_start=loss_start,
+        loss_end=loss_end,
+        loss_window=loss_window,
+        tokens_trained=tokens,
+        tokens_per_s=round(tokens / runtime, 2) if runtime > 0 else 0.0,
+        train_wall_s=round(runtime, 2),
+        wall_s=round(time.perf_counter() - started, 2),
+        peak_memory_bytes=_peak_memory(machine),
+        device=machine.name,
+        resumed_from=resume_from.name if resume_from else None,
+        adapter_hash=adapter_hash(config.out),
+        packages=package_versions(),
+    )
+    write_manifest(config.out, manifest)
+    return TrainResult(out=config.out, manifest=manifest)
