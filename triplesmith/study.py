@@ -63,6 +63,7 @@ class StudyConfig(BaseModel):
             "carb": {
                 "epochs": 2.0,
                 "batch_size": 16,
+                "max_seq_len": 1024,  # the longest CaRB train example is 987 tokens
                 "evaluators": ["triple-f1", "format", "carb", "benchie"],
             },
         }

