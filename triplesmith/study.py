@@ -58,7 +58,7 @@ class StudyConfig(BaseModel):
     def from_preset(cls, preset: Preset, out: Path, **overrides: Any) -> "StudyConfig":
         presets: dict[str, dict[str, Any]] = {
             # Sized for 2 CPU cores: the 52-sentence sample train split, its 20 test sentences.
-            "demo": {"epochs": 3.0, "batch_size": 8, "max_seq_len": 384},
+            "demo": {"epochs": 2.0, "batch_size": 8, "max_seq_len": 384},
             # The benchmark split: train on CaRB dev + BenchIE (not CaRB test), test on CaRB test.
             "carb": {
                 "epochs": 2.0,
