@@ -83,12 +83,8 @@ class HFEngine:
         batch_size: int = 16,
         window_s: float = 0.02,
     ) -> None:
-        import torch
-
         from triplesmith.models import load
 
-        # Weights dequantised from GGUF can hold denormals, which are slow on CPU.
-        torch.set_flush_denormal(True)
         self.model_name = model
         self.adapter = adapter
         self.batch_size = batch_size
