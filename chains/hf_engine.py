@@ -10,7 +10,6 @@ requests) are coalesced by a worker thread into one batched `generate`, so per-e
 do not defeat batching. Engines are cached per (model, adapter): loaded once per process.
 """
 
-import hashlib
 import logging
 import queue
 import threading
@@ -23,6 +22,7 @@ from typing import Any
 
 from triplesmith.errors import ChainError, ModelError
 from triplesmith.models import model_hash, resolve
+from triplesmith.training.manifest import adapter_hash
 
 log = logging.getLogger(__name__)
 
@@ -60,17 +60,6 @@ class _Request:
     sentence_tokens: int
     options: GenerationOptions
     future: Future = field(default_factory=Future)
-
-
-def adapter_hash(adapter_dir: str | Path) -> str:
-    """A short content hash of a PEFT adapter directory (config and weights)."""
-    root = Path(adapter_dir)
-    digest = hashlib.sha256()
-    for file in sorted(root.glob("adapter_*")):
-        if file.is_file():
-            digest.update(file.name.encode())
-            digest.update(file.read_bytes())
-    return digest.hexdigest()[:16]
 
 
 class HFEngine:

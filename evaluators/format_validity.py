@@ -9,20 +9,11 @@ When the outputs carry triage tags, every tag gets a `tag:<name>` feedback, 1.0 
 from collections.abc import Iterable
 
 from triplesmith.evaluators.base import Evaluator, Feedback, RunOutputs, read_prediction
+from triplesmith.graph.triage import TAG_NAMES
 from triplesmith.schema import Example
 
-# The failure modes of the graph's triage (DESIGN.md, "Triage"); absent ones score 0.0.
-TRIAGE_TAGS = (
-    "format_error",
-    "empty",
-    "chit_chat",
-    "instruction_echo",
-    "repetition",
-    "hallucination",
-    "few_shot_leak",
-    "omission",
-    "over_extraction",
-)
+# The failure modes of the graph's triage; absent ones score 0.0.
+TRIAGE_TAGS = TAG_NAMES
 TAG_PREFIX = "tag:"
 
 

@@ -1,5 +1,6 @@
 """The graph's nodes: validate → route → extract → parse → triage → (repair) → score → finish."""
 
+from functools import lru_cache
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -167,18 +168,24 @@ def needs_repair(state: BranchState) -> str:
     return "score"
 
 
+@lru_cache(maxsize=1)
+def _gold_evaluators() -> list[Any]:
+    """The deterministic evaluators the score node runs, built once per process."""
+    from triplesmith.evaluators.registry import get_evaluators
+
+    return get_evaluators("triple-f1,triple-f1-exact,format,carb")
+
+
 def score(state: BranchState) -> dict[str, Any]:
     """Score against gold when gold triples came with the input (deterministic evaluators), and
     write this chain's result into the shared `results` under its spec."""
     scores: dict[str, float | None] = {}
     if state.get("gold"):
         from triplesmith.evaluators.base import evaluate_all
-        from triplesmith.evaluators.registry import get_evaluators
 
         example = Example(id="input", sentence=state["sentence"], triples=state["gold"])
         outputs = {**state["extraction"], "tags": state.get("tags", [])}
-        evaluators = get_evaluators("triple-f1,triple-f1-exact,format,carb")
-        feedback = evaluate_all(evaluators, outputs, example)
+        feedback = evaluate_all(_gold_evaluators(), outputs, example)
         scores = {f.key: f.score for f in feedback if f.error is None}
     return finish({**state, "scores": scores})
 

@@ -6,9 +6,7 @@ preceded by the system prompt.
 """
 
 import json
-import os
 import random
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any, Literal
@@ -16,7 +14,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from triplesmith.chains.prompt import answer_text, build_messages
-from triplesmith.data.jsonl import describe_validation_error
+from triplesmith.data.jsonl import describe_validation_error, write_lines_atomic
 from triplesmith.data.lines import read_lines
 from triplesmith.errors import DatasetError
 from triplesmith.schema import Example
@@ -104,19 +102,7 @@ def export_openai(
 
 def write_openai_jsonl(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Write one JSON object a line, atomically (a temporary file renamed into place)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle = tempfile.NamedTemporaryFile(
-        "w", encoding="utf-8", dir=path.parent, prefix=f".{path.name}.", delete=False
-    )
-    try:
-        with handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-        os.replace(handle.name, path)
-    except BaseException:
-        Path(handle.name).unlink(missing_ok=True)
-        raise
+    write_lines_atomic(path, (json.dumps(record, ensure_ascii=False) for record in records))
 
 
 def _check_line(line: str) -> tuple[ChatExample, int]:

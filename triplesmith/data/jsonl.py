@@ -62,8 +62,8 @@ def read_jsonl(path: Path, source: str | None = None) -> list[Example]:
     return examples
 
 
-def write_jsonl(path: Path, examples: Iterable[Example]) -> None:
-    """Write atomically: a temporary file in the same folder renamed into place."""
+def write_lines_atomic(path: Path, lines: Iterable[str]) -> None:
+    """Write one line per item atomically: a temporary file in the same folder renamed into place."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle = tempfile.NamedTemporaryFile(
@@ -71,9 +71,14 @@ def write_jsonl(path: Path, examples: Iterable[Example]) -> None:
     )
     try:
         with handle:
-            for example in examples:
-                handle.write(example.model_dump_json() + "\n")
+            for line in lines:
+                handle.write(line + "\n")
         os.replace(handle.name, path)
     except BaseException:
         Path(handle.name).unlink(missing_ok=True)
         raise
+
+
+def write_jsonl(path: Path, examples: Iterable[Example]) -> None:
+    """Write examples atomically, one JSON object a line."""
+    write_lines_atomic(path, (example.model_dump_json() for example in examples))
