@@ -42,6 +42,12 @@ class ExtractionChain(Runnable[dict[str, Any], Extraction]):
             "prompt_id": PROMPT_ID,
         }
 
+    def cancel(self) -> None:
+        """Abandon the work in flight as soon as possible (an interrupted run). Default: no-op."""
+
+    def resume(self) -> None:
+        """Accept work again after `cancel()`."""
+
     # --- Runnable --------------------------------------------------------------------------
 
     def invoke(self, input: Any, config: RunnableConfig | None = None, **kwargs: Any) -> Extraction:

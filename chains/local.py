@@ -30,6 +30,12 @@ class LocalChain(ExtractionChain):
         self.model_name = engine.model_name
         self.adapter_hash = engine.adapter_hash
 
+    def cancel(self) -> None:
+        self.engine.cancel()
+
+    def resume(self) -> None:
+        self.engine.resume()
+
     def messages(self, item: ChainInput) -> list[dict[str, str]]:
         shots = self.shots.for_sentence(item.sentence) if self.shots else []
         return build_messages(item.sentence, shots, repair=item.repair)

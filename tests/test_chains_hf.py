@@ -69,3 +69,81 @@ def test_hf_chain_refuses_a_directory_that_is_not_an_adapter(tmp_path: Path) -> 
 
     with pytest.raises(ChainError, match="not a PEFT adapter directory"):
         get_chain(f"hf:smollm2+adapter={tmp_path}")
+
+
+def test_engine_log_probs_are_those_of_the_greedy_tokens() -> None:
+    """The recorded per-token log-probs equal transformers' own transition scores."""
+    from transformers import GenerationConfig
+
+    from triplesmith.chains.hf_engine import GenerationOptions, get_engine
+
+    engine = get_engine("smollm2")
+    prompts = [[{"role": "user", "content": f"Extract triples: {s}"}] for s in SENTENCES[:2]]
+    ours = engine.generate(prompts, [8, 8], GenerationOptions(max_new_tokens=10))
+    enc = engine.tokenizer(
+        [engine.render(p) for p in prompts],
+        return_tensors="pt",
+        padding=True,
+        add_special_tokens=False,
+    )
+    config = GenerationConfig(
+        max_new_tokens=10,
+        do_sample=False,
+        output_scores=True,
+        return_dict_in_generate=True,
+        pad_token_id=engine.tokenizer.pad_token_id,
+    )
+    out = engine.model.generate(**enc, generation_config=config)
+    theirs = engine.model.compute_transition_scores(
+        out.sequences, out.scores, normalize_logits=True
+    )
+    for generation, row in zip(ours, theirs.tolist(), strict=True):
+        assert generation.tokens_out > 0
+        assert generation.logprobs == pytest.approx(row[: generation.tokens_out], abs=1e-3)
+
+
+def test_cancel_stops_a_generation_in_flight_and_resume_accepts_work_again() -> None:
+    import threading
+    import time
+
+    from triplesmith.chains.hf_engine import CANCELLED, GenerationOptions, HFEngine
+
+    engine = HFEngine("smollm2")
+    prompt = [{"role": "user", "content": "Write the numbers from 1 to 1000, comma separated."}]
+    options = GenerationOptions(max_new_tokens=600)
+    results: list = []
+    worker = threading.Thread(
+        target=lambda: results.extend(engine.generate([prompt], [20], options))
+    )
+    started = time.monotonic()
+    worker.start()
+    time.sleep(2.0)
+    engine.cancel()
+    worker.join(timeout=30)
+    assert not worker.is_alive()
+    assert time.monotonic() - started < 10  # 600 tokens take far longer on 2 CPU cores
+    assert len(results) == 1 and CANCELLED in str(results[0])
+    assert CANCELLED in str(engine.generate([prompt], [20], options)[0])  # refused until resumed
+
+    engine.resume()
+    [again] = engine.generate([prompt], [20], GenerationOptions(max_new_tokens=5))
+    assert again.tokens_out == 5
+
+
+def test_concurrent_single_calls_are_coalesced_into_one_generate(caplog) -> None:  # noqa: ANN001
+    import logging
+    import time
+    from concurrent.futures import ThreadPoolExecutor
+
+    chain = get_chain("zero-shot:smollm2+max_new_tokens=4")
+
+    def call(sentence: str):  # noqa: ANN202
+        time.sleep(0.01 * len(sentence) % 0.03)  # workers start a few milliseconds apart
+        return chain.invoke({"sentence": sentence})
+
+    with caplog.at_level(logging.DEBUG, logger="triplesmith.chains.hf_engine"):
+        with ThreadPoolExecutor(6) as pool:
+            outputs = list(pool.map(call, SENTENCES * 2))
+    assert all(o.error is None and o.tokens_out == 4 for o in outputs)
+    sizes = [r.args[0] for r in caplog.records if r.getMessage().startswith("generating for")]
+    assert sizes == [6]

@@ -48,3 +48,52 @@ def test_study_writes_the_report_and_a_rerun_reuses_finished_stages(tmp_path: Pa
     assert second.returncode == 0, second.stderr[-3000:]
     assert "prepare: reused" in second.stderr and "train: reused" in second.stderr
     assert "reused stages: prepare, train" in second.stdout
+
+
+def test_ctrl_c_during_evaluation_exits_promptly_and_the_rerun_resumes(tmp_path: Path) -> None:
+    """Acceptance: interrupt the study while it evaluates, rerun, nothing finished is redone."""
+    import os
+    import signal
+    import threading
+    import time
+
+    out = tmp_path / "study"
+    # Long budgets: the base model chit-chats, so the first batch runs for minutes if not stopped.
+    args = ["--preset", "demo", "--max-steps", "1", "--limit", "3", "--max-new-tokens", "400"]
+    command = [sys.executable, "-m", "triplesmith.cli.app", "study", *args, "--out", str(out)]
+    env = {**os.environ, "COLUMNS": "200"}
+    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    lines: list[str] = []
+    reader = threading.Thread(
+        target=lambda: lines.extend(line.decode() for line in process.stderr), daemon=True
+    )
+    reader.start()
+    deadline = time.monotonic() + 600
+    while not any("evaluate:" in line for line in lines):
+        assert process.poll() is None, "".join(lines)[-3000:]
+        assert time.monotonic() < deadline, "the study never reached its evaluation"
+        time.sleep(0.2)
+    time.sleep(5)  # the first batch is generating now
+    interrupted = time.monotonic()
+    process.send_signal(signal.SIGINT)
+    code = process.wait(timeout=60)
+    waited = time.monotonic() - interrupted
+    reader.join(timeout=5)
+    log = "".join(lines)
+    assert code == 130, log[-3000:]
+    assert waited < 15, f"exit took {waited:.1f} s after Ctrl-C"
+    assert "rerun the same command to resume" in log
+    stages = json.loads((out / "stages.json").read_text())
+    assert {"prepare", "train"} <= set(stages)
+
+    quick = [a if a != "400" else "8" for a in command]  # the same stages, a short evaluation
+    rerun = subprocess.run(
+        quick,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        env=env,
+    )
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert "prepare: reused" in rerun.stderr and "train: reused" in rerun.stderr
+    assert (out / "report" / "report.md").is_file()

@@ -43,11 +43,13 @@ class StudyConfig(BaseModel):
     batch_size: int = 8
     learning_rate: float = 2e-4
     max_seq_len: int = 512
+    group_by_length: bool = False  # batches of similar lengths: less padding when not packing
     # evaluation
     k: int | None = None  # few-shot examples; default: settings.few_shot_k
     limit: int | None = None
     max_new_tokens: int | None = None
-    max_concurrency: int = 16
+    max_concurrency: int = 16  # examples in flight; local chains batch them into one generate
+    max_repairs: int | None = None  # the graph's re-asks after a format error; default settings
     evaluators: list[str] = Field(default_factory=lambda: ["triple-f1", "format", "carb"])
     openai_model: str = "gpt-4o-mini"
     openai_ft_model: str | None = None
@@ -57,13 +59,22 @@ class StudyConfig(BaseModel):
     @classmethod
     def from_preset(cls, preset: Preset, out: Path, **overrides: Any) -> "StudyConfig":
         presets: dict[str, dict[str, Any]] = {
-            # Sized for 2 CPU cores: the 52-sentence sample train split, its 20 test sentences.
-            "demo": {"epochs": 2.0, "batch_size": 8, "max_seq_len": 384},
+            # Sized for 2 CPU cores: the 52-sentence sample train split, its 20 test sentences
+            # all in one batch, and no repair round (it doubles the base chains' time there).
+            "demo": {
+                "epochs": 2.0,
+                "batch_size": 8,
+                "max_seq_len": 384,
+                "group_by_length": True,  # 18 % fewer padded tokens than random batches here
+                "max_concurrency": 32,
+                "max_repairs": 0,
+            },
             # The benchmark split: train on CaRB dev + BenchIE (not CaRB test), test on CaRB test.
             "carb": {
                 "epochs": 2.0,
                 "batch_size": 16,
                 "max_seq_len": 1024,  # the longest CaRB train example is 987 tokens
+                "max_concurrency": 64,
                 "evaluators": ["triple-f1", "format", "carb", "benchie"],
             },
         }
@@ -152,6 +163,7 @@ def _train(
         batch_size=config.batch_size,
         learning_rate=config.learning_rate,
         max_seq_len=config.max_seq_len,
+        group_by_length=config.group_by_length or None,
     )
     fingerprint = _digest(
         config.base, train_config.hyperparameters(), _file_digest(data_dir / "train.jsonl")
@@ -261,6 +273,7 @@ def run_study(
             ",".join(evaluators),
             judge_model=config.judge_model,
             max_concurrency=config.max_concurrency,
+            max_repairs=config.max_repairs,
             store=store,
             limit=config.limit,
             progress=progress,
@@ -317,6 +330,8 @@ def _prepend_study_header(
         f"- command: `{command or 'triplesmith study --preset ' + config.preset}`",
         f"- machine: {device}, {platform.system()} {platform.release()}",
         f"- wall time until the report: {wall / 60:.1f} min",
+        f"- evaluation: {config.max_concurrency} sentences in flight, repairs after a format "
+        f"error: {config.max_repairs if config.max_repairs is not None else get_settings().max_repairs}",
         f"- adapter: method {train.get('method')} ({train.get('method_reason')}), {train.get('steps')} steps, "
         f"loss {train.get('loss_start')} → {train.get('loss_end')}, {train.get('train_wall_s')} s",
         "",

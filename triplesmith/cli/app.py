@@ -60,8 +60,21 @@ def main() -> None:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        err.print("interrupted; finished work is saved, rerun the same command to resume")
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exc:
+        # Typer turns Ctrl-C inside a command into a silent `Exit(130)`; say what to do. A command
+        # that handled the interrupt itself (train names its checkpoints) raised Exit(130) with no
+        # KeyboardInterrupt behind it and has already said so.
+        if exc.code == 130 and isinstance(
+            getattr(exc.__context__, "__cause__", None), KeyboardInterrupt
+        ):
+            _interrupted()
+        raise
+
+
+def _interrupted() -> None:
+    err.print("interrupted; finished work is saved, rerun the same command to resume")
+    sys.exit(130)
 
 
 if __name__ == "__main__":

@@ -80,6 +80,12 @@ def register(app: typer.Typer) -> None:
         limit: int | None = typer.Option(None, help="Evaluate on the first N test sentences only."),
         k: int | None = typer.Option(None, help="Few-shot examples."),
         max_new_tokens: int | None = typer.Option(None, help="Token budget of every local chain."),
+        concurrency: int | None = typer.Option(
+            None, help="Sentences in flight (local chains batch them); demo 32, carb 64."
+        ),
+        max_repairs: int | None = typer.Option(
+            None, help="Re-asks after a format error; demo 0, carb 1 (settings)."
+        ),
         evaluators: str | None = typer.Option(None, help="e.g. triple-f1,format,carb,benchie"),
         judge_model: str | None = typer.Option(None, help="LLM judge, e.g. openai:gpt-4o-mini."),
         openai_ft_model: str | None = typer.Option(
@@ -104,6 +110,8 @@ def register(app: typer.Typer) -> None:
             limit=limit,
             k=k,
             max_new_tokens=max_new_tokens,
+            max_concurrency=concurrency,
+            max_repairs=max_repairs,
             evaluators=[e.strip() for e in evaluators.split(",")] if evaluators else None,
             judge_model=judge_model,
             openai_ft_model=openai_ft_model,

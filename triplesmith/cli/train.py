@@ -3,12 +3,17 @@
 import json
 from enum import StrEnum
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
 from triplesmith.errors import TriplesmithError
+
+if TYPE_CHECKING:
+    from triplesmith.training.manifest import AdapterManifest
 
 console = Console()
 err = Console(stderr=True)
@@ -28,6 +33,11 @@ class PresetChoice(StrEnum):
 class FormatChoice(StrEnum):
     chat = "chat"
     llama2 = "llama2"
+
+
+class AdapterDTypeChoice(StrEnum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
 
 
 def train(
@@ -71,6 +81,24 @@ def train(
         "--format",
         help="chat (the base's chat template) or llama2 ([INST] <<SYS>> tokens).",
     ),
+    kernels: bool | None = typer.Option(
+        None,
+        "--kernels/--no-kernels",
+        help="Liger's Triton kernels (RMSNorm, SwiGLU, RoPE); default: on with CUDA when "
+        "liger-kernel is installed and supports the model.",
+    ),
+    attention: str | None = typer.Option(
+        None,
+        "--attention",
+        help="Attention implementation: sdpa, eager, triplesmith_varlen (FlashAttention for "
+        "packed batches), flash_attention_2, ...; default: triplesmith_varlen on a CUDA GPU "
+        "that has FlashAttention, else sdpa.",
+    ),
+    adapter_dtype: AdapterDTypeChoice | None = typer.Option(
+        None,
+        "--adapter-dtype",
+        help="dtype of the LoRA weights; default: the base's (bf16 on GPU, fp32 on CPU).",
+    ),
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the last checkpoint in OUT/checkpoints."
     ),
@@ -94,11 +122,21 @@ def train(
             batch_size=batch_size,
             max_seq_len=max_seq_len,
             save_steps=save_steps,
+            kernels=kernels,
+            attention=attention,
+            adapter_dtype=adapter_dtype.value if adapter_dtype else None,
             resume=resume,
         )
         result = run_training(config, console=err)
     except TriplesmithError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(part) for part in error['loc']) or 'options'}: {error['msg']}"
+            for error in exc.errors()
+        )
+        err.print(f"[bold red]error:[/] {problems}", highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except KeyboardInterrupt:
         err.print(
@@ -120,6 +158,7 @@ def train(
     )
     rows = [
         ("method", f"{manifest.method} ({manifest.method_reason})"),
+        ("levers", _levers(manifest)),
         ("steps", f"{manifest.steps} ({manifest.epochs:.2f} epochs)"),
         ("loss", loss),
         ("tokens/s", f"{manifest.tokens_per_s:.1f}"),
@@ -132,6 +171,15 @@ def train(
     for field, value in rows:
         table.add_row(field, value)
     console.print(table)
+
+
+def _levers(manifest: "AdapterManifest") -> str:
+    """The speed decisions in one line (their reasons are in manifest.json)."""
+    return (
+        f"attention {manifest.attention}, packing {'on' if manifest.packing else 'off'}, "
+        f"kernels {'liger' if manifest.kernels else 'off'}, adapters {manifest.adapter_dtype}, "
+        f"checkpointing {'on' if manifest.gradient_checkpointing else 'off'}"
+    )
 
 
 def register(app: typer.Typer) -> None:

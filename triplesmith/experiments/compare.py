@@ -322,12 +322,14 @@ def compare(
     prices: Mapping[str, tuple[float, float]] | None = None,
     metadata: Mapping[str, Any] | None = None,
     progress: CompareProgress | None = None,
+    max_repairs: int | None = None,
 ) -> ComparisonResult:
     """Run every chain over the dataset (resumably, see `run_experiment`) and compare them.
 
     chains: spec strings or ExtractionChains; the first is the paired tests' baseline.
     evaluators: names (`"carb,benchie,triple-f1,format,judge"`) or Evaluator objects.
     prices: USD per million (input, output) tokens by model name, over `OPENAI_PRICES`.
+    max_repairs: the graph's re-asks after a format error, the same for every chain.
     """
     if isinstance(chains, str):
         chains = [c.strip() for c in chains.split(",") if c.strip()]
@@ -353,6 +355,7 @@ def compare(
                     limit=limit,
                     upload=upload,
                     progress=(lambda d, t, n=name: progress(n, d, t)) if progress else None,
+                    max_repairs=max_repairs,
                 )
             )
     finally:

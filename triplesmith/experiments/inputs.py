@@ -162,5 +162,7 @@ def experiment_key(metadata: Mapping[str, Any]) -> str:
             "settings",
         )
     }
+    if metadata.get("max_repairs") is not None:  # given per run, it overrides the settings' one
+        decisive["max_repairs"] = metadata["max_repairs"]
     digest = hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode())
     return f"{slug(str(metadata.get('chain')))}-{digest.hexdigest()[:12]}"

@@ -177,8 +177,12 @@ def _target(
     examples: Mapping[str, Example],
     offline: bool,
     stop: threading.Event,
+    max_repairs: int | None = None,
 ) -> Callable[[dict, dict], dict]:
     spec = chain.spec
+    configurable: dict[str, Any] = {"chain": spec}
+    if max_repairs is not None:
+        configurable["max_repairs"] = max_repairs
 
     def extract(inputs: dict, metadata: dict) -> dict:
         if stop.is_set():  # interrupted: return at once; the store never sees this row
@@ -193,7 +197,7 @@ def _target(
                     "gold": [t.model_dump() for t in example.triples],
                     "example_id": example.id,
                 },
-                config={"configurable": {"chain": spec}},
+                config={"configurable": configurable},
             )
         results = state["results"]
         return results[spec] if spec in results else next(iter(results.values()))
@@ -218,6 +222,7 @@ def run_experiment(
     client: Client | None = None,
     langsmith_dataset: str | None = None,
     progress: Progress | None = None,
+    max_repairs: int | None = None,
 ) -> ExperimentResult:
     """Run `chain` over `dataset` (the first `limit` examples) with `evaluators`.
 
@@ -227,6 +232,8 @@ def run_experiment(
     key: the experiment's key in the store; by default the chain spec and a hash of the chain,
         prompt, dataset, evaluators and settings, so rerunning the same call resumes it.
     max_concurrency: examples in flight at once; local models batch these into one generate.
+    max_repairs: re-asks after a format error in the graph (default: settings, 1); recorded in
+        the metadata, so it is part of the experiment's key.
     store: the SQLite store (a path or an open store); default `~/.cache/triplesmith/`.
     upload: send the experiment to LangSmith; default when `LANGSMITH_API_KEY` is set.
         Without upload nothing touches the network.
@@ -235,14 +242,19 @@ def run_experiment(
         raise ExperimentError(f"limit must be at least 1, got {limit}")
     if max_concurrency < 0:
         raise ExperimentError(f"max_concurrency must be 0 or more, got {max_concurrency}")
+    if max_repairs is not None and max_repairs < 0:
+        raise ExperimentError(f"max_repairs must be 0 or more, got {max_repairs}")
     runnable, graph_can_run = resolve_chain(chain)
     examples, label = resolve_dataset(dataset)
     fingerprint = dataset_fingerprint(examples)
     selected = examples[:limit] if limit else examples
     scorers = resolve_evaluators(evaluators, judge_model)
     graph = _graph() if via_graph and graph_can_run else None
+    extra = dict(metadata or {})
+    if max_repairs is not None and graph is not None:
+        extra["max_repairs"] = max_repairs
     meta = experiment_metadata(
-        runnable, label, fingerprint, len(examples), scorers, graph is not None, metadata
+        runnable, label, fingerprint, len(examples), scorers, graph is not None, extra
     )
     key = key or experiment_key(meta)
     opened = not isinstance(store, ExperimentStore)
@@ -285,6 +297,7 @@ def run_experiment(
                 client=ls_client,
                 dataset_name=langsmith_dataset or _dataset_name(label, fingerprint),
                 max_concurrency=max_concurrency,
+                max_repairs=max_repairs,
                 positions={e.id: i for i, e in enumerate(examples)},
                 progress=(lambda n: progress(skipped + n, len(selected))) if progress else None,
             )
@@ -349,6 +362,7 @@ def _evaluate(
     client: Client,
     dataset_name: str,
     max_concurrency: int,
+    max_repairs: int | None,
     positions: Mapping[str, int],
     progress: Callable[[int], None] | None,
 ) -> tuple[int, str | None]:
@@ -360,6 +374,7 @@ def _evaluate(
         data = _langsmith_examples(todo, uuid.uuid5(_NAMESPACE, record.dataset))
     by_id = {e.id: e for e in todo}
     stop = threading.Event()
+    chain.resume()  # a previous run in this process may have been interrupted
     options: dict[str, Any] = {}
     if upload and record.langsmith_id:
         options["experiment"] = record.langsmith_id  # resume into the same LangSmith experiment
@@ -368,7 +383,7 @@ def _evaluate(
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*'upload_runs' parameter is in beta")
         results = evaluate(
-            _target(chain, graph, by_id, offline, stop),
+            _target(chain, graph, by_id, offline, stop, max_repairs),
             data=data,
             evaluators=[untraced(row_evaluator(e), offline) for e in scorers],
             metadata={**record.metadata, "experiment_key": record.key},
@@ -394,7 +409,8 @@ def _evaluate(
                 if progress:
                     progress(stored)
     except BaseException:
-        stop.set()  # queued examples return at once; only those in flight still finish
+        stop.set()  # queued examples return at once, none of them stored
+        chain.cancel()  # and the batch in flight stops at its next decode step
         raise
     if upload:
         client.flush()
