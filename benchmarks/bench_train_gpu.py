@@ -1,34 +1,33 @@
 """SFT throughput of `triplesmith train` on a Llama-2-7B-shaped model with random weights (issue 6).
 
-Usage: python benchmarks/bench_train_gpu.py [--methods lora,qlora,auto] [--examples 1500]
-           [--batch-size 12] [--max-seq-len 512] [--json results.json]
+Usage: python benchmarks/bench_train_gpu.py [--methods auto,lora,qlora,auto-plain]
+           [--examples 1500] [--batch-size 12] [--max-seq-len 512] [--no-warmup] [--json FILE]
 
 Builds the model from a `LlamaConfig` (saved in bf16 with a locally trained BPE tokenizer, so
 no Hub access is needed), writes ~200-token examples in the shared JSONL format, and trains each
-method for one epoch through `triplesmith.training.sft.train` (the code path of
-`triplesmith train`). A method is `NAME[+d0][@BATCH]`; NAME is `lora`, `qlora` or `auto` with
-the speed levers below, `auto-plain` (exactly `triplesmith train --method auto`, no levers) or
-`reference` (the reference workflow's QLoRA recipe, `--preset reference`); `+d0` sets the LoRA
-dropout to 0 (default 0.05), `@BATCH` overrides --batch-size. The first run in a process pays
-Triton's kernel compilation (cached on disk for later processes): put a warm-up run first.
+method for one epoch through `triplesmith.training.sft.train`, the code path of
+`triplesmith train`, with the speed levers it decides itself (`training.config.plan_training`):
+varlen FlashAttention for packed batches, Liger's kernels, bf16 adapters.
 
-Levers the benchmark adds around `train()` (the CLI does not apply them): Liger's RMSNorm,
-SwiGLU and RoPE kernels (its fused cross-entropy is left out: TRL already fuses the LM head),
-and variable-length FlashAttention from PyTorch (`torch.nn.attention.varlen`) for the
-padding-free packed batches, which transformers' `sdpa` otherwise runs as one long sequence
-under a block-diagonal mask. MFU counts 4N FLOP per trained token (forward 2N, input gradients
-2N; LoRA's own weight gradients are negligible), N = all parameters, whatever recomputation
-gradient checkpointing adds, against the GPU's dense bf16 peak.
+A method is `NAME[-LEVER...][+d0][@BATCH]`. NAME is `lora`, `qlora`, `auto` (`--method`) or
+`reference` (`--preset reference`). Each `-LEVER` forces one lever off: `-varlen` (sdpa
+attention, so padded batches), `-kernels` (no Liger), `-bf16` (fp32 adapters), `-plain` (all
+three: the CLI before the levers); `+d0` sets the LoRA dropout to 0 (default 0.05); `@BATCH`
+overrides --batch-size. Triton compiles Liger's kernels on their first use in a process, so a
+5-step warm-up run of the first method comes before the measured rows (--no-warmup skips it).
+MFU counts 4N FLOP per trained token (forward 2N, input gradients 2N; LoRA's own weight
+gradients are negligible), N = all parameters, whatever recomputation gradient checkpointing
+adds, against the GPU's dense bf16 peak.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import functools
 import gc
 import json
 import random
+import shutil
 import sys
 import time
 import traceback
@@ -56,7 +55,13 @@ REFERENCE_SECONDS = {
     "bf16 LoRA, batch 32": 34,
     "physical limit": 8,
 }
-VARLEN = "triplesmith_varlen"
+# What each `-LEVER` modifier sets on the TrainConfig to force that lever off.
+LEVERS_OFF: dict[str, dict[str, Any]] = {
+    "varlen": {"attention": "sdpa"},
+    "kernels": {"kernels": False},
+    "bf16": {"adapter_dtype": "float32"},
+}
+LEVERS_OFF["plain"] = {key: value for off in LEVERS_OFF.values() for key, value in off.items()}
 
 # Word lists for the synthetic sentences ("|"-separated to keep them short here).
 NAMES = (
@@ -164,83 +169,6 @@ def build_base(model_dir: Path, examples: list[Any]) -> None:
     print(f"built {model_dir} in {time.perf_counter() - started:.0f} s", flush=True)
 
 
-def varlen_attention(module, query, key, value, attention_mask, dropout=0.0, scaling=None, **kw):
-    """FlashAttention over the packed sequences of a padding-free batch (`cu_seq_lens_*` from TRL)."""
-    import torch
-    from torch.nn.attention.varlen import varlen_attn
-
-    cu_q, cu_k = kw.get("cu_seq_lens_q"), kw.get("cu_seq_lens_k")
-    if cu_q is None or cu_k is None or query.shape[0] != 1 or not query.is_cuda:
-        raise RuntimeError(
-            f"{VARLEN} attention needs padding-free CUDA batches (packing=True); "
-            "use attn_implementation='sdpa' for padded batches"
-        )
-    dtype = query.dtype if query.dtype in (torch.bfloat16, torch.float16) else torch.bfloat16
-    q, k, v = (t[0].transpose(0, 1).to(dtype).contiguous() for t in (query, key, value))
-    out = varlen_attn(
-        q,
-        k,
-        v,
-        cu_q.to(torch.int32),
-        cu_k.to(torch.int32),
-        int(kw["max_length_q"]),
-        int(kw["max_length_k"]),
-        scale=scaling,
-        **VARLEN_CAUSAL,
-    )
-    return out.unsqueeze(0).to(query.dtype), None  # (1, T, H, D), as transformers expects
-
-
-def register_varlen() -> bool:
-    """Register `varlen_attention` with transformers; False where this torch lacks varlen_attn."""
-    global VARLEN_CAUSAL
-    import inspect
-
-    try:
-        from torch.nn.attention.varlen import varlen_attn
-    except ImportError:
-        return False
-    from transformers import AttentionInterface
-    from transformers.masking_utils import AttentionMaskInterface, flash_attention_mask
-
-    params = inspect.signature(varlen_attn).parameters
-    VARLEN_CAUSAL = {"window_size": (-1, 0)} if "window_size" in params else {"is_causal": True}
-    AttentionInterface.register(VARLEN, varlen_attention)
-    AttentionMaskInterface.register(VARLEN, flash_attention_mask)
-    return True
-
-
-VARLEN_CAUSAL: dict[str, Any] = {}
-
-
-@contextmanager
-def liger_kernels(enabled: bool) -> Iterator[bool]:
-    """Liger's Llama RMSNorm/SwiGLU/RoPE kernels for models built inside the block, then undone."""
-    if not enabled:
-        yield False
-        return
-    from transformers.models.llama import modeling_llama
-
-    saved = {
-        name: getattr(modeling_llama, name)
-        for name in ("apply_rotary_pos_emb", "LlamaRMSNorm", "LlamaMLP")
-    }
-    try:
-        from liger_kernel.transformers import apply_liger_kernel_to_llama
-    except ImportError:
-        print("liger-kernel is not installed: running without it", flush=True)
-        yield False
-        return
-    apply_liger_kernel_to_llama(
-        rope=True, rms_norm=True, swiglu=True, cross_entropy=False, fused_linear_cross_entropy=False
-    )
-    try:
-        yield True
-    finally:
-        for name, value in saved.items():
-            setattr(modeling_llama, name, value)
-
-
 KERNEL_GROUPS = (
     ("attention", r"flash|fmha|attention"),  # before matmul: flash kernels name cutlass types
     ("matmul", r"gemm|cutlass|xmma|nvjet|cublas|sm90_"),
@@ -343,44 +271,59 @@ def matmul_tflops() -> float:
     return 2 * 8192**3 / sorted(times)[5] / 1e12
 
 
-def run_method(spec: str, args: argparse.Namespace, data: Path, params: int, peak: float) -> dict:
-    import torch
-
-    from triplesmith.training.config import TrainConfig
-    from triplesmith.training.sft import train
-
+def parse_method(spec: str, batch_size: int) -> tuple[str, dict[str, Any], bool, int]:
+    """`NAME[-LEVER...][+d0][@BATCH]` -> (name, levers forced off, dropout 0, batch size)."""
     name, _, batch = spec.partition("@")
     name, no_dropout = name.removesuffix("+d0"), name.endswith("+d0")
-    batch_size = int(batch) if batch else args.batch_size
-    levers = name in ("lora", "qlora", "auto")
-    preset = "reference" if name == "reference" else "default"
-    method = {"reference": None, "auto-plain": "auto"}.get(name, name)
-    model_kwargs: dict[str, Any] = {"device_map": {"": 0}}
-    if levers and args.varlen:
-        model_kwargs["attn_implementation"] = VARLEN
+    name, *off = name.split("-")
+    unknown = [lever for lever in off if lever not in LEVERS_OFF]
+    if name not in ("lora", "qlora", "auto", "reference") or unknown:
+        sys.exit(
+            f"bad method {spec!r}: NAME is lora, qlora, auto or reference and -LEVER one of "
+            f"{', '.join(LEVERS_OFF)}"
+        )
+    overrides = {key: value for lever in off for key, value in LEVERS_OFF[lever].items()}
+    return name, overrides, no_dropout, int(batch) if batch else batch_size
+
+
+def train_config(spec: str, args: argparse.Namespace, data: Path, max_steps: int | None) -> Any:
+    """The TrainConfig `triplesmith train` would build for `spec` (one epoch, llama2 format)."""
+    from triplesmith.training.config import TrainConfig
+
+    name, overrides, no_dropout, batch_size = parse_method(spec, args.batch_size)
     config = TrainConfig.from_preset(
-        preset,
+        "reference" if name == "reference" else "default",
         base=str(args.model_dir),
         dataset=str(data),
-        out=args.work / spec.replace("@", "-b"),
-        method=method,
+        out=args.work / spec.replace("@", "-b").replace("+", "-"),
+        method=None if name == "reference" else name,
         format="llama2",
         epochs=1.0,
         batch_size=None if name == "reference" else batch_size,
         max_seq_len=args.max_seq_len,
         save_steps=10**6,
         logging_steps=10,
-        model_kwargs=model_kwargs,
-        max_steps=12 if args.profile else None,
+        max_steps=max_steps,
+        **overrides,
     )
-    if no_dropout:
-        config.lora.dropout = 0.0
+    if no_dropout:  # a copy: the preset's LoraSettings object is shared
+        config = config.model_copy(update={"lora": config.lora.model_copy(update={"dropout": 0.0})})
+    return config
+
+
+def run_method(spec: str, args: argparse.Namespace, data: Path, params: int, peak: float) -> dict:
+    import torch
+
+    from triplesmith.training.sft import train
+
+    config = train_config(spec, args, data, 12 if args.profile else None)
+    shutil.rmtree(config.out, ignore_errors=True)  # this script's own output from a rerun
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     free = torch.cuda.mem_get_info()[0]
     profiling = profiled_steps(5, 5) if args.profile else contextlib.nullcontext()
-    with liger_kernels(levers and args.liger) as liger, profiling:
+    with profiling:
         manifest = train(config).manifest
     seconds = manifest.train_wall_s
     tokens_per_s = manifest.tokens_trained / seconds
@@ -390,8 +333,9 @@ def run_method(spec: str, args: argparse.Namespace, data: Path, params: int, pea
         "batch": config.batch_size,
         "packing": manifest.packing,
         "checkpointing": manifest.gradient_checkpointing,
-        "kernels": "liger" if liger else "-",
-        "attention": model_kwargs.get("attn_implementation", "sdpa"),
+        "kernels": "liger" if manifest.kernels else "-",
+        "attention": manifest.attention,
+        "adapters": "bf16" if manifest.adapter_dtype == "bfloat16" else "fp32",
         "lora": f"r{config.lora.r} dropout {config.lora.dropout}",
         "epoch_s": round(seconds, 1),
         "steps": manifest.steps,
@@ -406,43 +350,63 @@ def run_method(spec: str, args: argparse.Namespace, data: Path, params: int, pea
         "loss_end": manifest.loss_end,
         "method_reason": manifest.method_reason,
         "checkpointing_reason": manifest.gradient_checkpointing_reason,
+        "attention_reason": manifest.attention_reason,
+        "kernels_reason": manifest.kernels_reason,
+        "adapter_dtype_reason": manifest.adapter_dtype_reason,
     }
+
+
+def warm_up(spec: str, args: argparse.Namespace, data: Path) -> None:
+    """A few steps of `spec` so Triton compiles Liger's kernels before anything is timed."""
+    from triplesmith.training.sft import train
+
+    config = train_config(spec, args, data, 5)
+    config = config.model_copy(update={"out": args.work / "warm-up"})
+    shutil.rmtree(config.out, ignore_errors=True)
+    started = time.perf_counter()
+    train(config)
+    print(f"warm-up ({spec}, 5 steps): {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def print_table(rows: list[dict]) -> None:
     header = (
-        f"{'method':<12}{'chosen':<7}{'batch':>6} {'pack':<5}{'ckpt':<5}{'kernels':<8}"
-        f"{'attention':<19}{'epoch s':>8}{'tokens/s':>10}{'MFU':>7}{'peak GiB':>9}"
+        f"{'method':<18}{'chosen':<7}{'batch':>6} {'pack':<5}{'ckpt':<5}{'kernels':<8}"
+        f"{'attention':<19}{'adapters':<9}{'epoch s':>8}{'tokens/s':>10}{'MFU':>7}"
+        f"{'peak GiB':>9}"
     )
     print(header)
     for row in rows:
         if "error" in row:
-            print(f"{row['method']:<12}FAILED: {row['error']}")
+            print(f"{row['method']:<18}FAILED: {row['error']}")
             continue
         print(
-            f"{row['method']:<12}{row['chosen']:<7}{row['batch']:>6} {str(row['packing'])[0]:<5}"
+            f"{row['method']:<18}{row['chosen']:<7}{row['batch']:>6} {str(row['packing'])[0]:<5}"
             f"{str(row['checkpointing'])[0]:<5}{row['kernels']:<8}{row['attention']:<19}"
-            f"{row['epoch_s']:>8.1f}{row['tokens_per_s']:>10,}{row['mfu']:>7.1%}"
-            f"{row['peak_gib']:>9.1f}"
+            f"{row['adapters']:<9}{row['epoch_s']:>8.1f}{row['tokens_per_s']:>10,}"
+            f"{row['mfu']:>7.1%}{row['peak_gib']:>9.1f}"
         )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--methods", default="lora,qlora,auto")
+    parser.add_argument("--methods", default="auto,lora,qlora,auto-plain")
     parser.add_argument("--examples", type=int, default=1500)
     parser.add_argument("--batch-size", type=int, default=12)
     parser.add_argument("--max-seq-len", type=int, default=512)
     parser.add_argument("--model-dir", type=Path, default=Path("/tmp/llama7b-random"))
     parser.add_argument("--work", type=Path, default=Path("/tmp/bench-train-gpu"))
-    parser.add_argument("--no-liger", dest="liger", action="store_false")
-    parser.add_argument("--no-varlen", dest="varlen", action="store_false")
+    parser.add_argument(
+        "--no-warmup", dest="warmup", action="store_false", help="Skip the 5-step warm-up run."
+    )
     parser.add_argument("--peak-tflops", type=float, default=None)
     parser.add_argument(
         "--profile", action="store_true", help="Run 12 steps and profile steps 7-11 instead."
     )
     parser.add_argument("--json", type=Path, default=None, help="Write the rows here as well.")
     args = parser.parse_args()
+    specs = args.methods.split(",")
+    for spec in specs:
+        parse_method(spec, args.batch_size)  # exits on a bad spec before the slow setup
 
     import torch
 
@@ -457,12 +421,9 @@ def main() -> None:
 
     from triplesmith.data.jsonl import write_jsonl
     from triplesmith.models import resolve
-    from triplesmith.training import sft
+    from triplesmith.training.base_model import check_causal_lm
     from triplesmith.training.config import shape_of
-    from triplesmith.training.sft import check_causal_lm
 
-    # The manifest hashes the base's 13.5 GB of weights on every run; once is enough here.
-    sft.model_hash = functools.cache(sft.model_hash)
     device = torch.cuda.get_device_name()
     peak = peak_tflops(device, args.peak_tflops)
     print(
@@ -471,9 +432,6 @@ def main() -> None:
         f"8192^3 matmul here {matmul_tflops():.0f} TFLOP/s",
         flush=True,
     )
-    if args.varlen and not register_varlen():
-        print("torch.nn.attention.varlen is missing: packed batches use sdpa", flush=True)
-        args.varlen = False
 
     examples = synthesize(args.examples)
     data = args.work / "synthetic.jsonl"
@@ -481,9 +439,11 @@ def main() -> None:
     build_base(args.model_dir, examples)
     params = shape_of(check_causal_lm(resolve(str(args.model_dir)))).params
     print(f"{len(examples)} examples, {params / 1e9:.2f} B parameters", flush=True)
+    if args.warmup and not args.profile:
+        warm_up(specs[0], args, data)
 
     rows: list[dict] = []
-    for spec in args.methods.split(","):
+    for spec in specs:
         started = time.perf_counter()
         try:
             row = run_method(spec, args, data, params, peak)

@@ -14,7 +14,8 @@
 #   .carry/a/{gguf.part1,whl/*.whl}, .carry/b/{gguf.part2,gguf.sha256,whl/*.whl},
 #   .carry/ds/{carb/{gold,sentences},benchie/gold_en.txt}
 # Usage on the device: bash benchmarks/run_carb_study_device.sh a|b|c [study seconds]
-# STUDY_LIMIT=N evaluates the first N test sentences only (a partial study; default: all 634).
+# STUDY_LIMIT=N evaluates the first N test sentences only (a partial study; default: all 634);
+# STUDY_ARGS adds options of `triplesmith study` (e.g. "--concurrency 128").
 set -uo pipefail
 
 stage=${1:?usage: run_carb_study_device.sh a|b|c [study-timeout-seconds]}
@@ -25,7 +26,6 @@ FAKE=/tmp/fakepkg           # a directory laid out like the installed llm_smollm
 STUDY_OUT=${STUDY_OUT:-/tmp/out}
 GGUF=SmolLM2-135M-Instruct.Q4_1.gguf
 OUT=${OUT:-/tmp/carb-results}
-MAX_SEQ_LEN=1024            # the longest train example has 987 tokens (see RUN.md)
 
 export PYTHONPATH=$SITE:$FAKE PYTHONUNBUFFERED=1 TOKENIZERS_PARALLELISM=false
 export TRIPLESMITH_CACHE_DIR=/tmp/tscache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1
@@ -71,6 +71,8 @@ started = time.perf_counter()
 model, _ = load("smollm2")
 print("loaded on", model.device, model.dtype, f"in {time.perf_counter() - started:.2f} s")
 EOF
+    say "decode-step time against batch width (benchmarks/bench_generate.py)"
+    [ -n "${SKIP_GEN_BENCH:-}" ] || python3 -P benchmarks/bench_generate.py --widths 1,64,256 --steps 64 || true
     say "install done"
     ;&
 c)
@@ -78,51 +80,17 @@ c)
     [ "$stage" = b ] && study_timeout=$((${2:-565} - ($(date +%s) - t0)))
     say "the study (timeout ${study_timeout}s)"
     mkdir -p "$STUDY_OUT"
+    # A store brought back from an earlier machine (.carry/restore/carb-study.tgz) resumes there.
+    if [ -f .carry/restore/carb-study.tgz ] && [ ! -f "$STUDY_OUT/experiments.sqlite" ]; then
+        tar xzf .carry/restore/carb-study.tgz -C "$STUDY_OUT" && say "restored the earlier store"
+    fi
     [ -f "$STUDY_OUT/started_at" ] || date -u +%Y-%m-%dT%H:%M:%SZ >"$STUDY_OUT/started_at"
-    # The study CLI (`triplesmith study`) has no --max-seq-len and the carb preset's 512 refuses
-    # 34 train examples, so this drives the same code the CLI runs (StudyConfig.from_preset ->
-    # run_study -> results_table) with max_seq_len overridden; everything else is the preset.
-    timeout -k 15 -s INT "$study_timeout" python3 -P - "$STUDY_OUT" "$MAX_SEQ_LEN" "${STUDY_LIMIT:-}" <<'EOF' 2>&1 | tee -a "$STUDY_OUT/study.log"
-import logging
-import sys
-import time
-from pathlib import Path
-
-from rich.console import Console
-
-from triplesmith.cli.study import results_table
-from triplesmith.study import StudyConfig, run_study
-
-logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
-for noisy in ("httpx", "transformers", "langsmith"):
-    logging.getLogger(noisy).setLevel(logging.ERROR)
-out, max_seq_len = Path(sys.argv[1]), int(sys.argv[2])
-limit = int(sys.argv[3]) if len(sys.argv) > 3 and sys.argv[3] else None
-config = StudyConfig.from_preset(
-    "carb",
-    out,
-    carb_dir=Path(".carry/ds/carb"),
-    benchie_dir=Path(".carry/ds/benchie"),
-    max_seq_len=max_seq_len,
-    limit=limit,
-)
-command = (
-    "triplesmith study --preset carb --carb-dir CARB --benchie-dir BENCHIE --out /tmp/out"
-    + (f" --limit {limit}" if limit else "")
-    + f", with max_seq_len={max_seq_len} (through StudyConfig.from_preset: the CLI has no --max-seq-len)"
-)
-print("config:", config.model_dump_json(), flush=True)
-started = time.perf_counter()
-try:
-    result = run_study(config, console=Console(stderr=True, width=160), command=command)
-except KeyboardInterrupt:
-    print(f"interrupted after {time.perf_counter() - started:.0f} s; rerun stage c to resume")
-    sys.exit(130)
-Console(width=200).print(results_table(result.comparison))
-print("report:", result.report)
-print("curated dataset:", result.curated)
-print(f"wall time (this invocation): {result.wall_s / 60:.1f} min; reused: {result.reused}")
-EOF
+    # Reinstall triplesmith from this call's tree (fixes made between calls take effect).
+    python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target "$SITE" \
+        --upgrade . 2>&1 | grep -v "WARNING: Target directory" || true
+    timeout -k 15 -s INT "$study_timeout" python3 -P -m triplesmith.cli.app study --preset carb \
+        --carb-dir .carry/ds/carb --benchie-dir .carry/ds/benchie --out "$STUDY_OUT" \
+        ${STUDY_LIMIT:+--limit $STUDY_LIMIT} ${STUDY_ARGS:-} 2>&1 | tee -a "$STUDY_OUT/study.log"
     rc=${PIPESTATUS[0]}
     say "study exit status $rc"
     date -u +%Y-%m-%dT%H:%M:%SZ >"$STUDY_OUT/stopped_at"
@@ -137,7 +105,7 @@ EOF
     # The store holds every finished example (raw outputs, scores): a report can be rebuilt from
     # it with compare() without regenerating anything.
     (cd "$STUDY_OUT" && tar czf "$OUT/carb-study.tgz" --exclude=checkpoints \
-        --exclude='*.safetensors' $(ls -d report stages.json started_at stopped_at study.log \
+        $(ls -d report stages.json started_at stopped_at study.log \
         experiments.sqlite data/manifest.json adapter 2>/dev/null))
     ls -la "$OUT"
     say "study stage done"

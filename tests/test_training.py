@@ -295,6 +295,13 @@ def test_train_cli_lowers_loss_and_the_adapter_loads_and_generates(tmp_path):
     assert manifest.tokens_trained > 0 and manifest.tokens_per_s > 0
     assert manifest.adapter_hash == adapter_hash(out) == chain_adapter_hash(out)
     assert manifest.base_model_hash and manifest.dataset_split is None
+    # On CPU the GPU speed levers are off, each with its reason.
+    assert (manifest.attention, manifest.kernels, manifest.adapter_dtype) == (
+        "sdpa",
+        False,
+        "float32",
+    )
+    assert "CUDA" in manifest.attention_reason and "CUDA" in manifest.kernels_reason
 
     model, tokenizer = load("smollm2")
     tuned = PeftModel.from_pretrained(model, str(out))
@@ -334,6 +341,12 @@ def test_qlora_on_cpu_produces_an_adapter(tmp_path, tiny_base):
     )
     assert (out / "adapter_model.safetensors").is_file()
     assert result.manifest.method == "qlora" and result.manifest.steps == 2
+    # TRL makes QLoRA adapters bf16; on CPU the plan keeps them fp32 like the rest.
+    from safetensors.torch import load_file
+
+    assert result.manifest.adapter_dtype == "float32"
+    weights = load_file(out / "adapter_model.safetensors")
+    assert {str(tensor.dtype) for tensor in weights.values()} == {"torch.float32"}
     assert read_manifest(out) == result.manifest
 
 

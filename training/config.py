@@ -1,8 +1,10 @@
 """What an adapter training run asks for (`TrainConfig`, presets) and what the machine decides.
 
-The decisions (LoRA or QLoRA, precision, gradient checkpointing, packing) are made from the
-model's shape and the device's free memory before anything is loaded, each with a reason that
-goes into the adapter manifest.
+The decisions are made from the model's shape and the device (its free memory, and what the
+speed levers can use there) before anything is loaded, each with a reason that goes into the
+adapter manifest: LoRA or QLoRA, precision, gradient checkpointing, and the GPU speed levers:
+the attention implementation (varlen FlashAttention for packed batches, `training.attention`),
+packing, Liger's kernels (`training.kernels`) and the adapters' dtype.
 """
 
 from __future__ import annotations
@@ -12,22 +14,32 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from triplesmith.errors import TrainingError
+from triplesmith.training.attention import (
+    attends_within_examples,
+    choose_attention,
+    varlen_available,
+)
+from triplesmith.training.kernels import choose_kernels, liger_support
 
 log = logging.getLogger(__name__)
 
 Method = Literal["auto", "lora", "qlora"]
 Preset = Literal["default", "reference"]
 Format = Literal["chat", "llama2"]
+DType = Literal["float32", "bfloat16"]
 
 GIB = 1024**3
 # Share of the free memory a plan may use: the rest is left for the allocator, the CUDA
 # context, the optimizer's small state and the tokenizer/data pipeline.
 USABLE_SHARE = 0.85
-# Measured on an H100 with a Llama-2-7B shape (issue 6): why LoRA wins whenever it fits.
+# Measured on an H100 with a Llama-2-7B shape and plain transformers + peft (issue 6): why LoRA
+# wins whenever it fits.
 LORA_VS_QLORA = "bf16 LoRA 8,700 tokens/s vs QLoRA 6,400 on an H100 with a Llama-2-7B shape"
+# The profile behind bf16 adapters on GPU (benchmarks/RESULTS.md).
+FP32_ADAPTER_COST = "~130 ms of a ~630 ms step on an H100 with a Llama-2-7B shape"
 
 
 class LoraSettings(BaseModel):
@@ -72,9 +84,28 @@ class TrainConfig(BaseModel):
     group_by_length: bool = False
     gradient_checkpointing: bool | None = None
     packing: bool | None = None
-    # Extra keyword arguments for `from_pretrained` (attn_implementation, use_kernels, ...).
+    # The GPU speed levers (None: decide from the machine, see `plan_training`).
+    kernels: bool | None = None  # Liger's Triton kernels
+    attention: str | None = Field(None, min_length=1)  # a transformers attn_implementation
+    adapter_dtype: DType | None = None  # the LoRA weights' dtype
+    # Extra keyword arguments for `from_pretrained` (attn_implementation, device_map, ...).
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
     resume: bool = False
+
+    @model_validator(mode="after")
+    def _one_attention(self) -> TrainConfig:
+        given = self.model_kwargs.get("attn_implementation")
+        if self.attention and given and given != self.attention:
+            raise ValueError(
+                f"attention {self.attention!r} and model_kwargs attn_implementation {given!r} "
+                "disagree; set only attention"
+            )
+        return self
+
+    @property
+    def requested_attention(self) -> str | None:
+        """The attention implementation asked for, by `attention` or in `model_kwargs`."""
+        return self.attention or self.model_kwargs.get("attn_implementation")
 
     @classmethod
     def from_preset(cls, preset: Preset = "default", **overrides: Any) -> TrainConfig:
@@ -120,6 +151,12 @@ class Machine:
     name: str
     free_bytes: int
     bf16: bool  # whether bf16 compute is fast here
+    # What the speed levers can use here (probed on CUDA only): the installed liger-kernel and
+    # the model types it patches, whether torch has varlen_attn, the GPU's compute capability.
+    liger: str | None = None
+    liger_model_types: frozenset[str] = frozenset()
+    varlen: bool = False
+    capability: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -131,6 +168,7 @@ class ModelShape:
     hidden: int
     intermediate: int
     supports_packing: bool
+    model_type: str = ""
 
 
 @dataclass(frozen=True)
@@ -145,6 +183,12 @@ class Plan:
     gradient_checkpointing_reason: str
     packing: bool
     packing_reason: str
+    attention: str
+    attention_reason: str
+    kernels: bool
+    kernels_reason: str
+    adapter_dtype: DType
+    adapter_dtype_reason: str
 
 
 def probe_machine() -> Machine:
@@ -154,11 +198,16 @@ def probe_machine() -> Machine:
 
     if torch.cuda.is_available():
         free, _total = torch.cuda.mem_get_info()
+        liger, liger_types = liger_support()
         return Machine(
             device="cuda",
             name=torch.cuda.get_device_name(),
             free_bytes=int(free),
             bf16=torch.cuda.is_bf16_supported(),
+            liger=liger,
+            liger_model_types=liger_types,
+            varlen=varlen_available(),
+            capability=tuple(torch.cuda.get_device_capability()),
         )
     return Machine(
         device="cpu", name="cpu", free_bytes=int(psutil.virtual_memory().available), bf16=False
@@ -182,6 +231,7 @@ def shape_of(hf_config: Any) -> ModelShape:
         # Models on transformers' attention interface read packed sequences from position_ids
         # (a block-diagonal mask for sdpa/eager, varlen kernels for FlashAttention).
         supports_packing=bool(getattr(type(model), "_supports_attention_backend", False)),
+        model_type=str(hf_config.model_type),
     )
 
 
@@ -284,11 +334,11 @@ def choose_packing(
 ) -> tuple[bool, str]:
     """Best-fit-decreasing packing (TRL's padding-free batching) when it pays: varlen attention.
 
-    With FlashAttention's varlen kernels each packed example attends only to itself. With
-    sdpa or eager attention (the default) transformers turns a packed batch into one long
-    sequence under a block-diagonal mask, so attention grows with the square of the whole
-    batch's length: measured on this project's 2-core CPU with SmolLM2, 70 tokens/s packed
-    vs 94 padded.
+    With FlashAttention's varlen kernels (`triplesmith_varlen`, `flash_attention_*`) each packed
+    example attends only to itself. With sdpa or eager attention transformers turns a packed
+    batch into one long sequence under a block-diagonal mask, so attention grows with the
+    square of the whole batch's length: measured on this project's 2-core CPU with SmolLM2,
+    70 tokens/s packed vs 94 padded.
     """
     if requested is not None:
         return requested, f"packing {'on' if requested else 'off'} as configured"
@@ -297,7 +347,7 @@ def choose_packing(
     if not shape.supports_packing:
         return False, "off: this model class does not read packed sequences from position_ids"
     attention = attn_implementation or "sdpa"
-    if "flash" in attention:
+    if attends_within_examples(attention):
         return True, (
             f"on: packing_strategy='bfd' with padding-free batches ({attention} attends within "
             "each packed example)"
@@ -305,7 +355,7 @@ def choose_packing(
     return False, (
         f"off: with {attention} attention a packed batch is one sequence under a block-diagonal "
         "mask, slower than padding (SmolLM2 on CPU: 70 vs 94 tokens/s); packing pays with "
-        "FlashAttention (model_kwargs attn_implementation='flash_attention_2')"
+        "varlen FlashAttention, which needs a CUDA GPU"
     )
 
 
@@ -317,20 +367,43 @@ def choose_dtype(machine: Machine) -> tuple[Literal["float32", "bfloat16"], str]
     return "float32", f"fp32: {machine.name} has no fast bf16"
 
 
+def choose_adapter_dtype(requested: DType | None, dtype: DType) -> tuple[DType, str]:
+    """The LoRA weights' dtype: the base's compute dtype, so LoRA inputs are never cast.
+
+    With fp32 adapters on a bf16 base, peft casts each LoRA layer's input to fp32 and runs
+    dropout, scaling and the add in fp32. TRL keeps QLoRA adapters in bf16 for the same reason
+    (the QLoRA paper's recipe); on CPU everything trains in fp32.
+    """
+    if requested is not None:
+        return requested, f"{requested} adapters as configured"
+    if dtype == "bfloat16":
+        return "bfloat16", (
+            "bf16 like the base, so LoRA inputs stay bf16 (fp32 adapters make peft cast every "
+            f"LoRA input to fp32: {FP32_ADAPTER_COST}); TRL does the same for QLoRA"
+        )
+    return "float32", "fp32 like the base (fp32 training)"
+
+
 def plan_training(config: TrainConfig, shape: ModelShape, machine: Machine) -> Plan:
-    """All the machine-dependent decisions for `config`, made before anything is loaded."""
+    """All the machine-dependent decisions for `config`, made before anything is loaded.
+
+    Raises `TrainingError` when a lever is forced on where it cannot run (kernels without CUDA
+    or liger-kernel, varlen attention without a FlashAttention GPU or without packing).
+    """
     tokens_per_step = config.batch_size * config.max_seq_len
     method, method_reason = choose_method(config.method, shape, machine, tokens_per_step)
     dtype, dtype_reason = choose_dtype(machine)
     checkpointing, checkpointing_reason = choose_checkpointing(
         config.gradient_checkpointing, method, shape, machine, tokens_per_step
     )
-    packing, packing_reason = choose_packing(
-        config.packing,
-        shape,
-        config.group_by_length,
-        config.model_kwargs.get("attn_implementation"),
+    attention, attention_reason = choose_attention(
+        config.requested_attention, config.packing, config.group_by_length, shape, machine
     )
+    packing, packing_reason = choose_packing(
+        config.packing, shape, config.group_by_length, attention
+    )
+    kernels, kernels_reason = choose_kernels(config.kernels, shape, machine)
+    adapter_dtype, adapter_dtype_reason = choose_adapter_dtype(config.adapter_dtype, dtype)
     return Plan(
         method=method,
         method_reason=method_reason,
@@ -340,4 +413,10 @@ def plan_training(config: TrainConfig, shape: ModelShape, machine: Machine) -> P
         gradient_checkpointing_reason=checkpointing_reason,
         packing=packing,
         packing_reason=packing_reason,
+        attention=attention,
+        attention_reason=attention_reason,
+        kernels=kernels,
+        kernels_reason=kernels_reason,
+        adapter_dtype=adapter_dtype,
+        adapter_dtype_reason=adapter_dtype_reason,
     )

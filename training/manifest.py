@@ -67,6 +67,13 @@ class AdapterManifest(BaseModel):
     gradient_checkpointing_reason: str
     packing: bool
     packing_reason: str
+    # The GPU speed levers; None in manifests written before they were decided.
+    attention: str | None = None
+    attention_reason: str | None = None
+    kernels: bool | None = None
+    kernels_reason: str | None = None
+    adapter_dtype: str | None = None
+    adapter_dtype_reason: str | None = None
     hyperparameters: dict[str, Any]
     steps: int
     epochs: float

@@ -1,9 +1,10 @@
 """LoRA / QLoRA supervised fine-tuning with TRL's SFTTrainer, producing an adapter directory.
 
 `train(config)` is the one code path behind `triplesmith train` and the training benchmarks:
-every bad input is refused before the model is loaded, the machine-dependent choices come
-from `training.config.plan_training`, checkpoints go to `OUT/checkpoints` (so `resume=True`
-continues after an interruption), and the adapter lands in `OUT` with its `manifest.json`.
+every bad input is refused before the model is loaded, the machine-dependent choices (the GPU
+speed levers included) come from `training.config.plan_training`, checkpoints go to
+`OUT/checkpoints` (so `resume=True` continues after an interruption), and the adapter lands in
+`OUT` with its `manifest.json`.
 """
 
 from __future__ import annotations
@@ -27,7 +28,13 @@ from transformers import PrinterCallback, TrainerCallback
 
 from triplesmith.chains.prompt import PROMPT_ID
 from triplesmith.errors import ModelError, TrainingError
-from triplesmith.models import ModelRef, model_hash, resolve
+from triplesmith.models import resolve
+from triplesmith.training.base_model import (
+    base_model_hash,
+    check_bitsandbytes,
+    check_causal_lm,
+    load_base,
+)
 from triplesmith.training.config import (
     Machine,
     Plan,
@@ -43,6 +50,7 @@ from triplesmith.training.format import (
     load_training_examples,
     token_lengths,
 )
+from triplesmith.training.kernels import liger_kernels
 from triplesmith.training.manifest import (
     AdapterManifest,
     LossPoint,
@@ -58,7 +66,16 @@ log = logging.getLogger(__name__)
 CHECKPOINTS = "checkpoints"
 RUN_FILE = "triplesmith_run.json"
 # Fields that must not change between an interrupted run and its --resume.
-RESUME_FIXED = ("base", "dataset", "format", "lora", "max_seq_len", "batch_size", "grad_accum")
+RESUME_FIXED = (
+    "base",
+    "dataset",
+    "format",
+    "lora",
+    "max_seq_len",
+    "batch_size",
+    "grad_accum",
+    "adapter_dtype",
+)
 
 
 class TrainResult(BaseModel):
@@ -115,51 +132,6 @@ def last_checkpoint(checkpoints: Path) -> Path | None:
     return max(complete)[1] if complete else None
 
 
-def check_causal_lm(ref: ModelRef) -> Any:
-    """The base's transformers config, refusing anything that is not a causal LM."""
-    from transformers import AutoConfig
-    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-
-    try:
-        hf_config = AutoConfig.from_pretrained(ref.path)
-    except (OSError, ValueError) as exc:
-        hint = (
-            ""
-            if ref.local
-            else " (a Hub id needs a network connection; offline, give a local directory)"
-        )
-        raise TrainingError(
-            f"cannot read the config of base model {ref.name!r}: {exc}{hint}"
-        ) from exc
-    causal = set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values())
-    architectures = hf_config.architectures or []
-    if architectures:
-        ok = any(arch in causal for arch in architectures)
-    else:
-        ok = hf_config.model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-    if not ok:
-        raise TrainingError(
-            f"base model {ref.name!r} is not a causal language model (architectures: "
-            f"{architectures or hf_config.model_type}); adapters are trained on decoder-only "
-            "*ForCausalLM models"
-        )
-    return hf_config
-
-
-def check_bitsandbytes(device: str) -> None:
-    """Refuse QLoRA unless bitsandbytes can quantize to 4-bit NF4 on this device."""
-    try:
-        import torch
-        from bitsandbytes.functional import quantize_4bit
-
-        quantize_4bit(torch.randn(64, 64, device=device), quant_type="nf4")
-    except Exception as exc:  # any failure here means 4-bit cannot run on this machine
-        raise TrainingError(
-            f"qlora needs bitsandbytes 4-bit kernels on {device}, which cannot run here "
-            f"({type(exc).__name__}: {exc}); use --method lora, or install bitsandbytes>=0.48"
-        ) from exc
-
-
 def _check_out(config: TrainConfig, checkpoints: Path) -> Path | None:
     """The checkpoint to resume from, refusing to mix a new run into an old one's folder."""
     checkpoint = last_checkpoint(checkpoints)
@@ -194,31 +166,19 @@ def _check_out(config: TrainConfig, checkpoints: Path) -> Path | None:
     return None
 
 
-def load_base(
-    ref: ModelRef,
-    plan: Plan,
-    machine: Machine,
-    model_kwargs: dict[str, Any] | None = None,
-    double_quant: bool = True,
-) -> Any:
-    """The base model in the plan's precision, 4-bit NF4 for QLoRA (compute in the same dtype)."""
-    import torch
-    from transformers import AutoModelForCausalLM, BitsAndBytesConfig
+def cast_adapters(model: Any, dtype: str) -> None:
+    """Cast the trainable LoRA weights to `dtype` before the optimizer is built.
 
-    dtype = torch.bfloat16 if plan.dtype == "bfloat16" else torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype, **(model_kwargs or {})}
-    if plan.method == "qlora":
-        kwargs["quantization_config"] = BitsAndBytesConfig(
-            load_in_4bit=True,
-            bnb_4bit_quant_type="nf4",
-            bnb_4bit_compute_dtype=dtype,
-            bnb_4bit_use_double_quant=double_quant,
-        )
-        kwargs["device_map"] = {"": 0 if machine.device == "cuda" else "cpu"}
-    try:
-        return AutoModelForCausalLM.from_pretrained(ref.path, **kwargs)
-    except OSError as exc:
-        raise ModelError(f"cannot load base model {ref.name!r}: {exc}") from exc
+    peft makes them fp32 whatever the base's dtype, and TRL then casts QLoRA's to bf16; the
+    plan's `adapter_dtype` decides for both methods.
+    """
+    import torch
+
+    target = torch.bfloat16 if dtype == "bfloat16" else torch.float32
+    for name, param in model.named_parameters():
+        # DoRA's magnitude vector stays fp32: its updates can be below bf16's resolution.
+        if param.requires_grad and "lora_magnitude_vector" not in name:
+            param.data = param.data.to(target)
 
 
 def sft_config(config: TrainConfig, plan: Plan, machine: Machine, checkpoints: Path) -> Any:
@@ -366,20 +326,23 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
         task_type="CAUSAL_LM",
     )
     progress = RichProgress(console)
-    trainer = SFTTrainer(
-        model=model,
-        args=sft_config(config, plan, machine, checkpoints),
-        train_dataset=build_dataset(data.examples, config.format),
-        processing_class=tokenizer,
-        peft_config=lora,
-        callbacks=[progress],
-    )
-    # With tqdm off, Trainer prints every log dict to stdout; the Rich bar replaces both.
-    trainer.remove_callback(PrinterCallback)
-    try:
-        output = trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
-    finally:
-        progress.progress.stop()
+    with liger_kernels(model, plan.kernels):
+        trainer = SFTTrainer(
+            model=model,
+            args=sft_config(config, plan, machine, checkpoints),
+            train_dataset=build_dataset(data.examples, config.format),
+            processing_class=tokenizer,
+            peft_config=lora,
+            callbacks=[progress],
+        )
+        cast_adapters(trainer.model, plan.adapter_dtype)
+        # With tqdm off, Trainer prints every log dict to stdout; the Rich bar replaces both.
+        trainer.remove_callback(PrinterCallback)
+        try:
+            resume = str(resume_from) if resume_from else None
+            output = trainer.train(resume_from_checkpoint=resume)
+        finally:
+            progress.progress.stop()
     trainer.save_model(str(config.out))
 
     # 3. The manifest.
@@ -400,7 +363,7 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
         created_at=datetime.now(UTC).isoformat(timespec="seconds"),
         base_model=config.base,
         base_model_path=ref.path,
-        base_model_hash=model_hash(ref),
+        base_model_hash=base_model_hash(ref),
         dataset=data.dataset,
         dataset_split=data.split,
         dataset_hash=dataset_hash(data.examples),
@@ -417,6 +380,12 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
         gradient_checkpointing_reason=plan.gradient_checkpointing_reason,
         packing=plan.packing,
         packing_reason=plan.packing_reason,
+        attention=plan.attention,
+        attention_reason=plan.attention_reason,
+        kernels=plan.kernels,
+        kernels_reason=plan.kernels_reason,
+        adapter_dtype=plan.adapter_dtype,
+        adapter_dtype_reason=plan.adapter_dtype_reason,
         hyperparameters=config.hyperparameters(),
         steps=int(trainer.state.global_step),
         epochs=float(trainer.state.epoch or 0.0),
