@@ -8,6 +8,9 @@
 #                                SmolLM2, then runs the study into /tmp/out
 #   c: carry .carry/ds           reruns the study: resumes an interrupted one (finished stages
 #                                and examples are reused from /tmp/out)
+#   s: carry .carry/ds           the validation sweep (benchmarks/sweep_carb_validation.py,
+#                                SWEEP_ARGS) into /tmp/sweep; resumable the same way
+# THEN=s makes stage b go on to the sweep instead of the study.
 #
 # The embedded GGUF is 98 MB, over one call's 64 MiB carry limit, hence the two halves. Prepare
 # .carry/ here first (docs/results/carb/RUN.md has the recipe):
@@ -18,7 +21,7 @@
 # STUDY_ARGS adds options of `triplesmith study` (e.g. "--concurrency 128").
 set -uo pipefail
 
-stage=${1:?usage: run_carb_study_device.sh a|b|c [study-timeout-seconds]}
+stage=${1:?usage: run_carb_study_device.sh a|b|c|s [timeout-seconds]}
 study_timeout=${2:-540}
 STAGE=/tmp/carbstage
 SITE=/tmp/site
@@ -74,6 +77,9 @@ EOF
     say "decode-step time against batch width (benchmarks/bench_generate.py)"
     [ -n "${SKIP_GEN_BENCH:-}" ] || python3 -P benchmarks/bench_generate.py --widths 1,64,256 --steps 64 || true
     say "install done"
+    if [ "${THEN:-c}" = s ]; then
+        exec bash "$0" s "$((${2:-565} - ($(date +%s) - t0)))"
+    fi
     ;&
 c)
     # After stage b's install, keep the whole call inside its 600 s.
@@ -111,8 +117,20 @@ EOF
     say "study stage done"
     exit "$rc"
     ;;
+s)
+    say "the validation sweep (timeout ${study_timeout}s): ${SWEEP_ARGS:-}"
+    python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target "$SITE" \
+        --upgrade . 2>&1 | grep -v "WARNING: Target directory" || true
+    timeout -k 15 -s INT "$study_timeout" python3 -P benchmarks/sweep_carb_validation.py \
+        --carb-dir .carry/ds/carb --benchie-dir .carry/ds/benchie --out /tmp/sweep \
+        ${SWEEP_ARGS:-} 2>&1 | grep -v "it/s]" | tee -a /tmp/sweep.log
+    rc=${PIPESTATUS[0]}
+    cp /tmp/sweep.log /tmp/sweep/sweep.json "$OUT/" 2>/dev/null
+    say "sweep exit status $rc"
+    exit "$rc"
+    ;;
 *)
-    echo "unknown stage $stage (a, b or c)" >&2
+    echo "unknown stage $stage (a, b, c or s)" >&2
     exit 2
     ;;
 esac
