@@ -18,25 +18,26 @@ from __future__ import annotations
 
 import argparse
 import json
-import random
 import re
 import time
 from pathlib import Path
 
 from triplesmith.data.jsonl import write_jsonl
+from triplesmith.data.registry import split_examples
 from triplesmith.data.split import check_no_leak, make_split
 
 RECIPE = re.compile(r"^e(?P<epochs>[\d.]+)-b(?P<batch>\d+)-lr(?P<lr>[\d.e-]+)$")
-DECODES = {"greedy": "", "rp": "+repetition_penalty={}", "nr": "+no_repeat_ngram_size={}"}
+# A decode name's prefix and the chain option it sets; `greedy` sets none.
+DECODE_OPTIONS = {"rp": "repetition_penalty", "nr": "no_repeat_ngram_size"}
 
 
 def decode_suffix(decode: str) -> str:
     if decode == "greedy":
         return ""
-    for prefix in ("rp", "nr"):
-        if decode.startswith(prefix):
-            return DECODES[prefix].format(decode[len(prefix) :])
-    raise SystemExit(f"unknown decode {decode!r}: use greedy, rpFLOAT or nrINT")
+    option = DECODE_OPTIONS.get(decode[:2])
+    if option is None:
+        raise SystemExit(f"unknown decode {decode!r}: use greedy, rpFLOAT or nrINT")
+    return f"+{option}={decode[2:]}"
 
 
 def main() -> None:
@@ -57,11 +58,7 @@ def main() -> None:
     from triplesmith.training.sft import train
 
     train_all, test, _ = make_split(args.carb_dir, args.benchie_dir, "benchmark")
-    rng = random.Random(args.seed)
-    chosen = set(rng.sample(range(len(train_all)), args.val_size))
-    val = [e for i, e in enumerate(train_all) if i in chosen]
-    fit = [e for i, e in enumerate(train_all) if i not in chosen]
-    check_no_leak(fit, val)
+    fit, val = split_examples(train_all, args.val_size, args.seed)
     check_no_leak(val, test)
     data = args.out / "data"
     data.mkdir(parents=True, exist_ok=True)
