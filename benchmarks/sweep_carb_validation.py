@@ -9,8 +9,9 @@ further. Finished adapters and examples are reused on a rerun (the store and `ma
     python benchmarks/sweep_carb_validation.py --carb-dir DIR --benchie-dir DIR --out OUT \
         --recipes e2-b16-lr2e-4,e6-b16-lr1e-3 --decodes greedy,rp1.1
 
-A recipe is `e{epochs}-b{batch}-lr{learning rate}`; a decode is `greedy`, `rp{repetition
-penalty}` or `nr{no-repeat n-gram size}`. Prints one row per (recipe, decode) and writes
+A recipe is `e{epochs}-b{batch}-lr{learning rate}`; a decode is `greedy` (the default decoding,
+which ends an answer at its first repeated triple), `noguard` (greedy without that guard),
+`rp{repetition penalty}` or `nr{no-repeat n-gram size}`. Prints one row per (recipe, decode) and writes
 `OUT/sweep.json`.
 """
 
@@ -27,16 +28,19 @@ from triplesmith.data.registry import split_examples
 from triplesmith.data.split import check_no_leak, make_split
 
 RECIPE = re.compile(r"^e(?P<epochs>[\d.]+)-b(?P<batch>\d+)-lr(?P<lr>[\d.e-]+)$")
-# A decode name's prefix and the chain option it sets; `greedy` sets none.
+# A decode name's prefix and the chain option it sets; `greedy` sets none, `noguard` turns the
+# repeat guard off.
 DECODE_OPTIONS = {"rp": "repetition_penalty", "nr": "no_repeat_ngram_size"}
 
 
 def decode_suffix(decode: str) -> str:
     if decode == "greedy":
         return ""
+    if decode == "noguard":
+        return "+stop_repeats=false"
     option = DECODE_OPTIONS.get(decode[:2])
     if option is None:
-        raise SystemExit(f"unknown decode {decode!r}: use greedy, rpFLOAT or nrINT")
+        raise SystemExit(f"unknown decode {decode!r}: use greedy, noguard, rpFLOAT or nrINT")
     return f"+{option}={decode[2:]}"
 
 

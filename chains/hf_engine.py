@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from triplesmith.chains.repeat_guard import RepeatGuard
 from triplesmith.errors import ChainError, ModelError
 from triplesmith.models import model_hash, resolve
 from triplesmith.training.manifest import adapter_hash
@@ -39,11 +40,13 @@ CANCELLED = "generation cancelled (the run was interrupted)"
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """Decoding controls. `max_new_tokens=None` sizes the budget to each sentence."""
+    """Decoding controls. `max_new_tokens=None` sizes the budget to each sentence;
+    `stop_repeats` ends a JSON answer at its first repeated triple (chains/repeat_guard.py)."""
 
     max_new_tokens: int | None = None
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
+    stop_repeats: bool = True
 
     def budget(self, sentence_tokens: int) -> int:
         """New-token budget: room for several triples of a sentence this long, bounded."""
@@ -230,11 +233,16 @@ class HFEngine:
             no_repeat_ngram_size=options.no_repeat_ngram_size,
         )
         chosen = _GreedyLogprobs()
+        processors: list[Any] = [chosen]
+        if options.stop_repeats:
+            first_eos = eos[0] if isinstance(eos, list) else eos
+            guard = RepeatGuard(tok, enc["input_ids"].shape[1], first_eos)
+            processors.insert(0, guard)  # before `chosen`, which records the final choice
         with torch.inference_mode():
             sequences = self.model.generate(
                 **enc,
                 generation_config=config,
-                logits_processor=[chosen],
+                logits_processor=processors,
                 stopping_criteria=[self._stop_when_cancelled],
             )
         if self._cancelled.is_set():

@@ -4,6 +4,9 @@ All three share one batched engine per (model, adapter); they differ in the few-
 examples put in the prompt (`hf` defaults to none, as the reference did after fine-tuning).
 """
 
+from dataclasses import asdict
+from typing import Any
+
 from triplesmith.chains.base import ExtractionChain
 from triplesmith.chains.confidence import span_confidences
 from triplesmith.chains.extraction import Extraction
@@ -29,6 +32,10 @@ class LocalChain(ExtractionChain):
         self.options = options
         self.model_name = engine.model_name
         self.adapter_hash = engine.adapter_hash
+
+    def metadata(self) -> dict[str, Any]:
+        """The base metadata plus the decoding controls, which change the results too."""
+        return {**super().metadata(), "decoding": asdict(self.options)}
 
     def cancel(self) -> None:
         self.engine.cancel()

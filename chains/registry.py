@@ -123,6 +123,7 @@ def build_chain(
         max_new_tokens=opts.get("max_new_tokens"),  # type: ignore[arg-type]
         repetition_penalty=opts.get("repetition_penalty"),  # type: ignore[arg-type]
         no_repeat_ngram_size=opts.get("no_repeat_ngram_size"),  # type: ignore[arg-type]
+        stop_repeats=bool(opts.get("stop_repeats", True)),
     )
     if "batch_size" in opts:
         engine.batch_size = int(opts["batch_size"])

@@ -164,5 +164,7 @@ def experiment_key(metadata: Mapping[str, Any]) -> str:
     }
     if metadata.get("max_repairs") is not None:  # given per run, it overrides the settings' one
         decisive["max_repairs"] = metadata["max_repairs"]
+    if metadata.get("decoding") is not None:  # local models: budget, penalties, repeat guard
+        decisive["decoding"] = metadata["decoding"]
     digest = hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode())
     return f"{slug(str(metadata.get('chain')))}-{digest.hexdigest()[:12]}"
