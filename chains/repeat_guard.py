@@ -85,7 +85,7 @@ class RepeatGuard:
         head = piece[: piece.rindex("}") + 1]
         if repeats_a_triple(text + head):
             tail = open_brackets(text + head)
-            self.forced[row] = [*self._encode(head), *self._encode(tail), self.eos_id]
+            self.forced[row] = [*self._encode(head + tail), self.eos_id]
 
     def _encode(self, text: str) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []

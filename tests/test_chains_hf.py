@@ -147,3 +147,41 @@ def test_concurrent_single_calls_are_coalesced_into_one_generate(caplog) -> None
     assert all(o.error is None and o.tokens_out == 4 for o in outputs)
     sizes = [r.args[0] for r in caplog.records if r.getMessage().startswith("generating for")]
     assert sizes == [6]
+
+
+def test_the_repeat_guard_only_cuts_a_real_loop_short() -> None:
+    """With the real model, the guarded answer is the free answer up to its first repeated
+    triple, closed as strict JSON; an answer that never repeats is left exactly as it was."""
+    from triplesmith.chains.hf_engine import GenerationOptions, get_engine
+    from triplesmith.chains.parser import parse_triples
+    from triplesmith.chains.prompt import build_messages
+    from triplesmith.chains.repeat_guard import open_brackets, repeats_a_triple
+    from triplesmith.data.registry import load_dataset
+
+    engine = get_engine("smollm2")
+    shots = load_dataset("sample", split="train")[:3]
+    # Sample test sentences on which the base model repeats a triple with this prompt.
+    sentences = [
+        *SENTENCES,
+        "The bus to Kinsale leaves at 7:45.",
+        "Ana Ruiz, a left-handed fencer from Valencia, has won the national title four times.",
+    ]
+    prompts = [build_messages(s, shots) for s in sentences]
+    lengths = [engine.count_tokens(s) for s in sentences]
+    free = engine.generate(prompts, lengths, GenerationOptions(120, stop_repeats=False))
+    guarded = engine.generate(prompts, lengths, GenerationOptions(120))
+    looped = 0
+    for f, g in zip(free, guarded, strict=True):
+        assert not isinstance(f, Exception) and not isinstance(g, Exception)
+        if not repeats_a_triple(f.text):
+            assert g.text == f.text
+            continue
+        looped += 1
+        # The guard wrote the free answer's tokens up to the repeated item's `}`, then closed
+        # the brackets still open, and the answer is complete.
+        cut = next(k for k in range(len(g.text), 0, -1) if f.text.startswith(g.text[:k]))
+        assert g.text[cut:] == open_brackets(g.text[:cut])
+        assert repeats_a_triple(g.text[:cut])
+        assert parse_triples(g.text).diagnostics.complete, g.text
+        assert g.tokens_out <= f.tokens_out
+    assert looped, [f.text for f in free]  # the base model does loop on some of these
