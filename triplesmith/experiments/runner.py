@@ -380,29 +380,31 @@ def _evaluate(
         options["experiment"] = record.langsmith_id  # resume into the same LangSmith experiment
     elif upload:
         options["experiment_prefix"] = record.name
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*'upload_runs' parameter is in beta")
-        results = evaluate(
-            _target(chain, graph, by_id, offline, stop, max_repairs),
-            data=data,
-            evaluators=[untraced(row_evaluator(e), offline) for e in scorers],
-            metadata={**record.metadata, "experiment_key": record.key},
-            max_concurrency=max_concurrency,
-            client=client,
-            upload_results=upload,
-            blocking=False,
-            **options,
-        )
-    url = None
-    if upload:
-        try:
-            url = results.url
-        except Exception:  # the URL needs the server's tenant info; the run goes on without
-            url = None
-        if not record.langsmith_id:
-            db.set_langsmith_id(record.key, str(results.experiment_id))
     stored = 0
+    url = None
+    # Ctrl-C can land while `evaluate` is still starting its workers, not only while rows
+    # stream: either way the workers must be told to stop, or the process waits for them.
     try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*'upload_runs' parameter is in beta")
+            results = evaluate(
+                _target(chain, graph, by_id, offline, stop, max_repairs),
+                data=data,
+                evaluators=[untraced(row_evaluator(e), offline) for e in scorers],
+                metadata={**record.metadata, "experiment_key": record.key},
+                max_concurrency=max_concurrency,
+                client=client,
+                upload_results=upload,
+                blocking=False,
+                **options,
+            )
+        if upload:
+            try:
+                url = results.url
+            except Exception:  # the URL needs the server's tenant info; the run goes on without
+                url = None
+            if not record.langsmith_id:
+                db.set_langsmith_id(record.key, str(results.experiment_id))
         for row in results:
             if db.add(_stored_row(record.key, row, by_id, positions)):
                 stored += 1
