@@ -62,7 +62,15 @@ def test_ctrl_c_during_evaluation_exits_promptly_and_the_rerun_resumes(tmp_path:
     args = ["--preset", "demo", "--max-steps", "1", "--limit", "3", "--max-new-tokens", "400"]
     command = [sys.executable, "-m", "triplesmith.cli.app", "study", *args, "--out", str(out)]
     env = {**os.environ, "COLUMNS": "200"}
-    process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # A shell that starts a job in the background makes it ignore SIGINT, and children inherit
+    # that (Python then installs no KeyboardInterrupt handler): give the study the default back.
+    process = subprocess.Popen(
+        command,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     lines: list[str] = []
     reader = threading.Thread(
         target=lambda: lines.extend(line.decode() for line in process.stderr), daemon=True
