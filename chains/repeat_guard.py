@@ -6,9 +6,8 @@ processor watches each row: when the greedy choice would close a JSON object (a 
 in it), it parses the answer up to that `}` with the chain's own parser, and if the object
 repeats an earlier triple (the parser's duplicate rule: case and whitespace ignored), it writes
 the text up to the `}`, the brackets still open (`]`, then `}` for a wrapped answer) and the
-end-of-sequence token instead. The
-repeated item stays in the raw output (triage still tags the repetition; the parser drops it);
-what the loop would have written after it is not generated.
+end-of-sequence token instead. The repeated item stays in the raw output (triage still tags the
+repetition; the parser drops it); what the loop would have written after it is not generated.
 
 Only JSON answers are guarded; other formats decode as before. Forced tokens get log-prob 0,
 and they come after the last triple, so per-triple confidences are unchanged.
@@ -85,10 +84,8 @@ class RepeatGuard:
         head = piece[: piece.rindex("}") + 1]
         if repeats_a_triple(text + head):
             tail = open_brackets(text + head)
-            self.forced[row] = [*self._encode(head + tail), self.eos_id]
-
-    def _encode(self, text: str) -> list[int]:
-        return list(self.tokenizer.encode(text, add_special_tokens=False)) if text else []
+            closing = self.tokenizer.encode(head + tail, add_special_tokens=False)
+            self.forced[row] = [*closing, self.eos_id]
 
 
 def _closing_brace_ids(tokenizer: Any) -> frozenset[int]:
