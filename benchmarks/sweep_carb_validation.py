@@ -10,7 +10,8 @@ further. Finished adapters and examples are reused on a rerun (the store and `ma
         --recipes e2-b16-lr2e-4,e6-b16-lr1e-3 --decodes greedy,rp1.1
 
 A recipe is `e{epochs}-b{batch}-lr{learning rate}`; a decode is `greedy` (the default decoding,
-which ends an answer at its first repeated triple), `noguard` (greedy without that guard),
+which ends an answer at its first repeated triple and closes a string that loops on a phrase),
+`noguard` (greedy without that guard), `noclose` (the guard without closing looping strings),
 `rp{repetition penalty}` or `nr{no-repeat n-gram size}`. Prints one row per (recipe, decode) and writes
 `OUT/sweep.json`.
 """
@@ -29,7 +30,7 @@ from triplesmith.data.split import check_no_leak, make_split
 
 RECIPE = re.compile(r"^e(?P<epochs>[\d.]+)-b(?P<batch>\d+)-lr(?P<lr>[\d.e-]+)$")
 # A decode name's prefix and the chain option it sets; `greedy` sets none, `noguard` turns the
-# repeat guard off.
+# repeat guard off, `noclose` only its closing of looping strings.
 DECODE_OPTIONS = {"rp": "repetition_penalty", "nr": "no_repeat_ngram_size"}
 
 
@@ -37,10 +38,14 @@ def decode_suffix(decode: str) -> str:
     if decode == "greedy":
         return ""
     if decode == "noguard":
-        return "+stop_repeats=false"
+        return "+stop_repeats=false+close_loops=false"
+    if decode == "noclose":  # the repeat guard without closing looping strings
+        return "+close_loops=false"
     option = DECODE_OPTIONS.get(decode[:2])
     if option is None:
-        raise SystemExit(f"unknown decode {decode!r}: use greedy, noguard, rpFLOAT or nrINT")
+        raise SystemExit(
+            f"unknown decode {decode!r}: use greedy, noguard, noclose, rpFLOAT or nrINT"
+        )
     return f"+{option}={decode[2:]}"
 
 

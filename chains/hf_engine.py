@@ -41,12 +41,14 @@ CANCELLED = "generation cancelled (the run was interrupted)"
 @dataclass(frozen=True)
 class GenerationOptions:
     """Decoding controls. `max_new_tokens=None` sizes the budget to each sentence;
-    `stop_repeats` ends a JSON answer at its first repeated triple (chains/repeat_guard.py)."""
+    `stop_repeats` ends a JSON answer at its first repeated triple, `close_loops` closes a JSON
+    string that has started to repeat a phrase (both: chains/repeat_guard.py)."""
 
     max_new_tokens: int | None = None
     repetition_penalty: float | None = None
     no_repeat_ngram_size: int | None = None
     stop_repeats: bool = True
+    close_loops: bool = True
 
     def budget(self, sentence_tokens: int) -> int:
         """New-token budget: room for several triples of a sentence this long, bounded."""
@@ -234,9 +236,15 @@ class HFEngine:
         )
         chosen = _GreedyLogprobs()
         processors: list[Any] = [chosen]
-        if options.stop_repeats:
+        if options.stop_repeats or options.close_loops:
             first_eos = eos[0] if isinstance(eos, list) else eos
-            guard = RepeatGuard(tok, enc["input_ids"].shape[1], first_eos)
+            guard = RepeatGuard(
+                tok,
+                enc["input_ids"].shape[1],
+                first_eos,
+                triples=options.stop_repeats,
+                strings=options.close_loops,
+            )
             processors.insert(0, guard)  # before `chosen`, which records the final choice
         with torch.inference_mode():
             sequences = self.model.generate(

@@ -124,6 +124,7 @@ def build_chain(
         repetition_penalty=opts.get("repetition_penalty"),  # type: ignore[arg-type]
         no_repeat_ngram_size=opts.get("no_repeat_ngram_size"),  # type: ignore[arg-type]
         stop_repeats=bool(opts.get("stop_repeats", True)),
+        close_loops=bool(opts.get("close_loops", True)),
     )
     if "batch_size" in opts:
         engine.batch_size = int(opts["batch_size"])

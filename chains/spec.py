@@ -22,7 +22,7 @@ DEFAULT_MODEL = "smollm2"
 # Options each kind accepts, with the type they parse to.
 _INT_OPTIONS = {"k", "seed", "max_new_tokens", "batch_size", "no_repeat_ngram_size"}
 _FLOAT_OPTIONS = {"repetition_penalty", "temperature", "timeout"}
-_BOOL_OPTIONS = {"constrained", "structured", "similar", "stop_repeats"}
+_BOOL_OPTIONS = {"constrained", "structured", "similar", "stop_repeats", "close_loops"}
 _STR_OPTIONS = {"adapter", "shots"}
 OPTIONS = _INT_OPTIONS | _FLOAT_OPTIONS | _BOOL_OPTIONS | _STR_OPTIONS
 

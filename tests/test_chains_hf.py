@@ -168,8 +168,10 @@ def test_the_repeat_guard_only_cuts_a_real_loop_short() -> None:
     ]
     prompts = [build_messages(s, shots) for s in sentences]
     lengths = [engine.count_tokens(s) for s in sentences]
-    free = engine.generate(prompts, lengths, GenerationOptions(120, stop_repeats=False))
-    guarded = engine.generate(prompts, lengths, GenerationOptions(120))
+    free = engine.generate(
+        prompts, lengths, GenerationOptions(120, stop_repeats=False, close_loops=False)
+    )
+    guarded = engine.generate(prompts, lengths, GenerationOptions(120, close_loops=False))
     looped = 0
     for f, g in zip(free, guarded, strict=True):
         assert not isinstance(f, Exception) and not isinstance(g, Exception)
@@ -185,3 +187,30 @@ def test_the_repeat_guard_only_cuts_a_real_loop_short() -> None:
         assert parse_triples(g.text).diagnostics.complete, g.text
         assert g.tokens_out <= f.tokens_out
     assert looped, [f.text for f in free]  # the base model does loop on some of these
+
+
+def test_closing_looping_strings_changes_only_answers_that_loop() -> None:
+    """With the real model, closing looping strings leaves every answer whose strings never loop
+    exactly as it was; where it acts, the answer is the same up to a `"` the guard wrote."""
+    from triplesmith.chains.hf_engine import GenerationOptions, get_engine
+    from triplesmith.chains.prompt import build_messages
+    from triplesmith.data.registry import load_dataset
+
+    engine = get_engine("smollm2")
+    shots = load_dataset("sample", split="train")[:3]
+    sentences = [
+        *SENTENCES,
+        "He was buried in the Abbey of the Psalms mausoleum at the Hollywood Forever Cemetery.",
+        "Company officials said the current robust domestic demand helped sharply higher profit.",
+    ]
+    prompts = [build_messages(s, shots) for s in sentences]
+    lengths = [engine.count_tokens(s) for s in sentences]
+    off = engine.generate(prompts, lengths, GenerationOptions(160, close_loops=False))
+    on = engine.generate(prompts, lengths, GenerationOptions(160))
+    for a, b in zip(off, on, strict=True):
+        assert not isinstance(a, Exception) and not isinstance(b, Exception)
+        if a.text == b.text:
+            continue
+        cut = next(i for i, (x, y) in enumerate(zip(a.pieces, b.pieces, strict=False)) if x != y)
+        assert b.pieces[cut] == '"', (a.text, b.text)
+        assert b.tokens_out <= a.tokens_out

@@ -14,6 +14,7 @@ from typer.testing import CliRunner
 from triplesmith.chains.registry import register_chat_model
 from triplesmith.cli.app import app, main
 from triplesmith.data.jsonl import write_jsonl
+from triplesmith.errors import ExperimentError
 from triplesmith.evaluators.base import (
     Evaluator,
     Feedback,
@@ -92,6 +93,30 @@ def test_each_chain_is_tested_against_the_first_on_the_same_examples(result) -> 
     assert got["mean_difference"] == 0.5 and got["p_value"] == expected.p_value
     assert (got["low"], got["high"], got["n"]) == (expected.low, expected.high, 6)
     assert set(result.paired["baseline"]) == {"zero-shot:cmp-half"}
+
+
+def test_the_baseline_of_the_paired_tests_can_be_chosen(result, tmp_path: Path) -> None:
+    store = result.experiments[0].store
+    for baseline in (1, "zero-shot:cmp-all"):
+        again = compare(
+            ["zero-shot:cmp-half", "zero-shot:cmp-all"],
+            EXAMPLES,
+            "triple-f1,format,carb",
+            store=store,
+            baseline=baseline,
+        )
+        assert [e.skipped for e in again.experiments] == [6, 6]  # reused, nothing rerun
+        assert again.baseline == "zero-shot:cmp-all"
+        assert set(again.paired["baseline"]) == {"zero-shot:cmp-all"}
+        got = again.paired.set_index(["chain", "metric"]).loc[("zero-shot:cmp-half", "triple_f1")]
+        assert got["mean_difference"] == -0.5
+    again.write(tmp_path)
+    assert "## Paired tests against `zero-shot:cmp-all`" in (tmp_path / "report.md").read_text()
+    for bad, says in ((2, "baseline 2 is not one of the 2 chains"), ("few-shot:x", "not one of")):
+        with pytest.raises(ExperimentError, match=says):
+            compare(
+                ["zero-shot:cmp-half", "zero-shot:cmp-all"], EXAMPLES, store=store, baseline=bad
+            )
 
 
 def test_the_long_and_wide_per_example_tables(result) -> None:
@@ -209,6 +234,13 @@ def test_the_cli_reports_bad_input_without_a_traceback(monkeypatch, capsys) -> N
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert "unknown evaluator 'f1'" in err and "Traceback" not in err
+    argv = ["triplesmith", "compare", "--chains", "zero-shot:smollm2", "--baseline", "hf:x"]
+    monkeypatch.setattr(sys, "argv", [*argv, "--out", "unused"])
+    with pytest.raises(SystemExit) as exit_info:
+        main()
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert "--baseline 'hf:x' is not one of --chains" in err and "Traceback" not in err
 
 
 # --- acceptance 3: the real embedded model ----------------------------------------------------

@@ -37,17 +37,27 @@ def test_study_writes_the_report_and_a_rerun_reuses_finished_stages(tmp_path: Pa
         assert (out / "report" / name).is_file(), name
     report = (out / "report" / "report.md").read_text()
     assert report.startswith("# Study: demo") and "wall time" in report
+    # The study's question, answered in the report: fine-tuned against few-shot, paired.
+    assert "## Prompt or fine-tune? The fine-tuned chain against few-shot" in report
+    assert "- fine-tuned `format_error` below 2 %: **" in report
+    assert "## Paired tests against `few-shot:smollm2" in report
+    assert "OpenIE-4" not in report  # a demo on two sentences is not the CaRB test set
     for label in ("zero-shot smollm2", "few-shot smollm2 (k=3)", "fine-tuned smollm2"):
         assert label in first.stdout
     manifest = json.loads((out / "adapter" / "manifest.json").read_text())
     assert manifest["steps"] == 2 and manifest["method"] == "lora"
     stages = json.loads((out / "stages.json").read_text())
     assert set(stages) >= {"prepare", "train"}
+    assert [run["outcome"] for run in stages["runs"]] == ["finished"]
 
     second = run_study(out)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "prepare: reused" in second.stderr and "train: reused" in second.stderr
     assert "reused stages: prepare, train" in second.stdout
+    runs = json.loads((out / "stages.json").read_text())["runs"]
+    assert [run["outcome"] for run in runs] == ["finished", "finished"]
+    report = (out / "report" / "report.md").read_text()
+    assert f"2 runs of this study since {runs[0]['started_at']}" in report
 
 
 def test_ctrl_c_during_evaluation_exits_promptly_and_the_rerun_resumes(tmp_path: Path) -> None:
@@ -93,6 +103,7 @@ def test_ctrl_c_during_evaluation_exits_promptly_and_the_rerun_resumes(tmp_path:
     assert "rerun the same command to resume" in log
     stages = json.loads((out / "stages.json").read_text())
     assert {"prepare", "train"} <= set(stages)
+    assert [run["outcome"] for run in stages["runs"]] == ["interrupted"]
 
     quick = [a if a != "400" else "8" for a in command]  # the same stages, a short evaluation
     rerun = subprocess.run(

@@ -23,6 +23,7 @@ from triplesmith.data.registry import load_dataset
 from triplesmith.data.split import make_split, write_split
 from triplesmith.errors import ExperimentError
 from triplesmith.settings import get_settings
+from triplesmith.verdict import verdict_lines
 
 log = logging.getLogger(__name__)
 Preset = Literal["demo", "carb"]
@@ -111,6 +112,26 @@ class Stages:
             "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
             **info,
         }
+        self._save()
+
+    def log_run(self, started_at: str, wall_s: float, outcome: str, machine: str) -> None:
+        """Add one run of the study (finished or interrupted) to the `runs` history."""
+        runs = self.done.setdefault("runs", [])
+        runs.append(
+            {
+                "started_at": started_at,
+                "wall_s": round(wall_s, 1),
+                "outcome": outcome,
+                "machine": machine,
+            }
+        )
+        self._save()
+
+    @property
+    def runs(self) -> list[dict[str, Any]]:
+        return list(self.done.get("runs", []))
+
+    def _save(self) -> None:
         tmp = self.path.with_suffix(".tmp")
         tmp.write_text(json.dumps(self.done, indent=2, default=str))
         os.replace(tmp, self.path)
@@ -218,16 +239,30 @@ def study_chains(config: StudyConfig, data_dir: Path, adapter_dir: Path) -> list
 def run_study(
     config: StudyConfig, console: Console | None = None, command: str = ""
 ) -> StudyResult:
-    """Run (or resume) the whole study into `config.out`."""
+    """Run (or resume) the whole study into `config.out`; every run, finished or not, is added
+    to the `runs` history in `OUT/stages.json` (the report gives the total wall time)."""
+    started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
+    started = time.perf_counter()
+    config.out.mkdir(parents=True, exist_ok=True)
+    outcome = "interrupted"
+    try:
+        result = _run_study(config, console or Console(stderr=True), command, started)
+        outcome = "finished"
+        return result
+    except Exception as exc:
+        outcome = f"failed: {type(exc).__name__}"
+        raise
+    finally:
+        Stages(config.out).log_run(started_at, time.perf_counter() - started, outcome, machine())
+
+
+def _run_study(config: StudyConfig, console: Console, command: str, started: float) -> StudyResult:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from triplesmith.experiments.compare import compare
     from triplesmith.experiments.curate import curate
 
-    console = console or Console(stderr=True)
-    started = time.perf_counter()
     out = config.out
-    out.mkdir(parents=True, exist_ok=True)
     stages = Stages(out)
     data_dir, adapter_dir, report_dir = out / "data", out / "adapter", out / "report"
     reused: list[str] = []
@@ -281,6 +316,7 @@ def run_study(
             store=store,
             limit=config.limit,
             progress=progress,
+            baseline=1,  # the few-shot base: the study asks whether fine-tuning beats prompting
         )
     for experiment in comparison.experiments:
         skipped = getattr(experiment, "reused", None) or getattr(experiment, "skipped", None)
@@ -292,12 +328,19 @@ def run_study(
     # 4. report and curated set
     wall = time.perf_counter() - started
     paths = comparison.write(report_dir)
+    verdict = verdict_lines(
+        comparison,
+        few_shot=comparison.chains[1],
+        fine_tuned=comparison.chains[2],
+        whole_carb_test=config.preset == "carb" and config.limit is None,
+    )
     _prepend_study_header(
         paths["report.md"] if "report.md" in paths else report_dir / "report.md",
         config,
         command,
         wall,
         stages,
+        verdict,
     )
     fine_tuned = comparison.experiments[2]
     curated_path = report_dir / "curated.jsonl"
@@ -317,9 +360,8 @@ def run_study(
     )
 
 
-def _prepend_study_header(
-    report: Path, config: StudyConfig, command: str, wall: float, stages: Stages
-) -> None:
+def machine() -> str:
+    """The accelerator (or CPU) this process computes on, and the OS."""
     import torch
 
     device = (
@@ -327,17 +369,47 @@ def _prepend_study_header(
         if torch.cuda.is_available()
         else f"CPU ({os.cpu_count()} cores, {platform.processor() or platform.machine()})"
     )
+    return f"{device}, {platform.system()} {platform.release()}"
+
+
+def _wall_lines(wall: float, runs: list[dict[str, Any]]) -> list[str]:
+    """The wall time of this run and, when it resumed or repeated earlier runs, of them all."""
+    line = f"- wall time until the report: {wall / 60:.1f} min"
+    if not runs:
+        return [line]
+    total = wall + sum(float(run.get("wall_s", 0.0)) for run in runs)
+    lines = [
+        f"{line} in this run; {len(runs) + 1} runs of this study since {runs[0]['started_at']} "
+        f"(earlier ones interrupted and resumed, or reruns), {total / 60:.1f} min in all"
+    ]
+    for run in runs:
+        lines.append(
+            f"  - {run['started_at']}: {float(run.get('wall_s', 0.0)) / 60:.1f} min, "
+            f"{run.get('outcome', '?')}, on {run.get('machine', 'an unrecorded machine')}"
+        )
+    return lines
+
+
+def _prepend_study_header(
+    report: Path,
+    config: StudyConfig,
+    command: str,
+    wall: float,
+    stages: Stages,
+    verdict: list[str],
+) -> None:
     train = stages.done.get("train", {})
     header = [
         f"# Study: {config.preset}",
         "",
         f"- command: `{command or 'triplesmith study --preset ' + config.preset}`",
-        f"- machine: {device}, {platform.system()} {platform.release()}",
-        f"- wall time until the report: {wall / 60:.1f} min",
+        f"- machine: {machine()}",
+        *_wall_lines(wall, stages.runs),
         f"- evaluation: {config.max_concurrency} sentences in flight, repairs after a format "
         f"error: {config.max_repairs if config.max_repairs is not None else get_settings().max_repairs}",
         f"- adapter: method {train.get('method')} ({train.get('method_reason')}), {train.get('steps')} steps, "
         f"loss {train.get('loss_start')} → {train.get('loss_end')}, {train.get('train_wall_s')} s",
         "",
+        *verdict,
     ]
-    report.write_text("\n".join(header) + report.read_text())
+    report.write_text("\n".join(header) + "\n" + report.read_text())

@@ -15,7 +15,8 @@ console = Console()
 err = Console(stderr=True)
 
 CHAINS_HELP = (
-    "Comma-separated chain specs; the first is the baseline of the paired tests, e.g. "
+    "Comma-separated chain specs; the first is the baseline of the paired tests unless "
+    "--baseline names another, e.g. "
     "zero-shot:smollm2,few-shot:smollm2,hf:smollm2+adapter=DIR."
 )
 
@@ -65,6 +66,9 @@ def register(app: typer.Typer) -> None:
         no_upload: bool = typer.Option(
             False, "--no-upload", help="Stay offline even when LANGSMITH_API_KEY is set."
         ),
+        baseline: str | None = typer.Option(
+            None, "--baseline", help="The chain (one of --chains) the paired tests are against."
+        ),
     ) -> None:
         """Compare chains on one dataset with the same evaluators; resumable (rerun to finish)."""
         # langsmith.evaluate draws a tqdm bar of its own; Rich shows progress here instead.
@@ -75,6 +79,10 @@ def register(app: typer.Typer) -> None:
         specs = [c.strip() for c in chains.split(",") if c.strip()]
         if not specs:
             raise ExperimentError(f"--chains {chains!r} names no chain; e.g. few-shot:smollm2")
+        if baseline is not None and baseline.strip() not in specs:
+            raise ExperimentError(
+                f"--baseline {baseline!r} is not one of --chains: {', '.join(specs)}"
+            )
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -101,6 +109,7 @@ def register(app: typer.Typer) -> None:
                 via_graph=not no_graph,
                 upload=False if no_upload else None,
                 progress=progress,
+                baseline=baseline.strip() if baseline is not None else 0,
             )
         console.print(rich_table(score_table(result), "Scores (mean, 95 % CI)"))
         if result.summary_metrics:

@@ -81,7 +81,8 @@ class ComparisonResult:
         total, NaN when the price is unknown).
     per_example: long form, one row per (chain, example, feedback key): `score`, `error`.
     examples: one row per (chain, example): sentence, raw output, triples, tags with evidence.
-    paired: each chain against the first, per metric: mean difference, its interval, p-value.
+    paired: each chain against the baseline (the first unless chosen), per metric: mean
+        difference, its interval, p-value.
     correlations: Spearman's rho of the judge against each exact scorer, per chain and pooled.
     """
 
@@ -96,6 +97,7 @@ class ComparisonResult:
     paired: pd.DataFrame
     correlations: pd.DataFrame
     experiments: list[ExperimentResult] = field(default_factory=list)
+    baseline: str = ""  # the chain the paired tests are against
 
     @property
     def primary_metric(self) -> str | None:
@@ -188,9 +190,11 @@ def _tags(experiments: Sequence[ExperimentResult]) -> list[str]:
     return [t for t in TRIAGE_TAGS] + sorted(seen - set(TRIAGE_TAGS))
 
 
-def _aligned(
+def aligned_scores(
     a: ExperimentResult, b: ExperimentResult, metric: str
 ) -> tuple[list[float | None], list[float | None]]:
+    """`metric` of the examples both experiments scored, in `a`'s order: the input of a paired
+    test."""
     right = {r.example_id: r.score(metric) for r in b.rows}
     ids = [r.example_id for r in a.rows if r.example_id in right]
     left = {r.example_id: r.score(metric) for r in a.rows}
@@ -198,18 +202,28 @@ def _aligned(
 
 
 def _paired(
-    experiments: Sequence[ExperimentResult], labels: Sequence[str], metrics: Sequence[str]
+    experiments: Sequence[ExperimentResult],
+    labels: Sequence[str],
+    metrics: Sequence[str],
+    baseline: int = 0,
 ) -> pd.DataFrame:
     records = []
-    for experiment, label in zip(experiments[1:], labels[1:], strict=True):
+    for index, (experiment, label) in enumerate(zip(experiments, labels, strict=True)):
+        if index == baseline:
+            continue
         for metric in metrics:
-            a, b = _aligned(experiments[0], experiment, metric)
+            a, b = aligned_scores(experiments[baseline], experiment, metric)
             try:
                 test = paired_test(a, b)
             except EvaluatorError:
                 continue
             records.append(
-                {"chain": label, "baseline": labels[0], "metric": metric, **test.model_dump()}
+                {
+                    "chain": label,
+                    "baseline": labels[baseline],
+                    "metric": metric,
+                    **test.model_dump(),
+                }
             )
     columns = ["chain", "baseline", "metric", "mean_difference", "low", "high", "p_value", "n"]
     return pd.DataFrame(records, columns=columns + ["confidence", "method"])
@@ -280,10 +294,16 @@ def build_comparison(
     experiments: Sequence[ExperimentResult],
     dataset: str,
     prices: Mapping[str, tuple[float, float]] | None = None,
+    baseline: int = 0,
 ) -> ComparisonResult:
-    """The comparison of finished experiments (the first is the baseline of the paired tests)."""
+    """The comparison of finished experiments; `baseline` is the index of the one the paired
+    tests are against."""
     if not experiments:
         raise ExperimentError("a comparison needs at least one experiment")
+    if not 0 <= baseline < len(experiments):
+        raise ExperimentError(
+            f"baseline {baseline} is not one of the {len(experiments)} chains compared"
+        )
     prices = {**OPENAI_PRICES, **(prices or {})}
     labels = _labels(experiments)
     metrics = _ordered_keys(experiments, summary=False)
@@ -302,9 +322,10 @@ def build_comparison(
         table=table,
         per_example=_long(experiments, labels),
         examples=_wide(experiments, labels),
-        paired=_paired(experiments, labels, metrics),
+        paired=_paired(experiments, labels, metrics, baseline),
         correlations=_correlations(experiments, labels, metrics),
         experiments=list(experiments),
+        baseline=labels[baseline],
     )
 
 
@@ -323,10 +344,12 @@ def compare(
     metadata: Mapping[str, Any] | None = None,
     progress: CompareProgress | None = None,
     max_repairs: int | None = None,
+    baseline: int | str = 0,
 ) -> ComparisonResult:
     """Run every chain over the dataset (resumably, see `run_experiment`) and compare them.
 
-    chains: spec strings or ExtractionChains; the first is the paired tests' baseline.
+    chains: spec strings or ExtractionChains.
+    baseline: the chain the paired tests are against: its index or its spec (default: the first).
     evaluators: names (`"carb,benchie,triple-f1,format,judge"`) or Evaluator objects.
     prices: USD per million (input, output) tokens by model name, over `OPENAI_PRICES`.
     max_repairs: the graph's re-asks after a format error, the same for every chain.
@@ -335,6 +358,15 @@ def compare(
         chains = [c.strip() for c in chains.split(",") if c.strip()]
     if not chains:
         raise ExperimentError("compare needs at least one chain, e.g. ['few-shot:smollm2']")
+    names = [chain if isinstance(chain, str) else chain.spec for chain in chains]
+    if isinstance(baseline, str):
+        if baseline not in names:
+            raise ExperimentError(
+                f"baseline {baseline!r} is not one of the chains compared: {', '.join(names)}"
+            )
+        baseline = names.index(baseline)
+    elif not 0 <= baseline < len(names):
+        raise ExperimentError(f"baseline {baseline} is not one of the {len(names)} chains compared")
     scorers = resolve_evaluators(evaluators, judge_model)
     label = str(dataset) if isinstance(dataset, str | Path) else "examples"
     opened = not isinstance(store, ExperimentStore)
@@ -361,4 +393,4 @@ def compare(
     finally:
         if opened:
             db.close()
-    return build_comparison(experiments, label, prices)
+    return build_comparison(experiments, label, prices, baseline)

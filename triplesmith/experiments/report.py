@@ -181,7 +181,7 @@ def render_markdown(result: "ComparisonResult", plots: dict[str, str] | None = N
             "",
         ]
     if len(result.paired):
-        lines += [f"## Paired tests against `{result.chains[0]}`", ""]
+        lines += [f"## Paired tests against `{result.baseline or result.chains[0]}`", ""]
         lines += [paired_table(result).to_markdown(index=False, disable_numparse=True), ""]
     if len(result.correlations):
         lines += ["## Judge against the exact scorers (per-example Spearman)", ""]
@@ -240,7 +240,7 @@ def render_html(result: "ComparisonResult", plots: dict[str, str] | None = None)
     if result.tags:
         parts += ["<h2>Failure tags (share of examples)</h2>", _html_table(tag_table(result))]
     if len(result.paired):
-        parts += [f"<h2>Paired tests against {e(result.chains[0])}</h2>"]
+        parts += [f"<h2>Paired tests against {e(result.baseline or result.chains[0])}</h2>"]
         parts += [_html_table(paired_table(result), index=False)]
     if len(result.correlations):
         parts += ["<h2>Judge against the exact scorers (per-example Spearman)</h2>"]
