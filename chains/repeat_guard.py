@@ -24,7 +24,7 @@ confidence.
 
 from __future__ import annotations
 
-from collections.abc import Container
+from collections.abc import Container, Iterator
 from typing import Any
 
 from triplesmith.chains.parser import parse_triples
@@ -37,11 +37,10 @@ LOOP_MIN_TOKENS = 6
 LOOP_WINDOW = 128
 
 
-def open_brackets(text: str) -> str:
-    """The closing brackets of the JSON containers still open at the end of `text`, in order."""
-    stack: list[str] = []
+def _brackets(text: str) -> Iterator[tuple[int, str]]:
+    """The JSON brackets of `text` (those outside strings), with their positions."""
     in_string, escaped = False, False
-    for char in text:
+    for i, char in enumerate(text):
         if in_string:
             if escaped:
                 escaped = False
@@ -51,9 +50,17 @@ def open_brackets(text: str) -> str:
                 in_string = False
         elif char == '"':
             in_string = True
-        elif char in "[{":
+        elif char in "[]{}":
+            yield i, char
+
+
+def open_brackets(text: str) -> str:
+    """The closing brackets of the JSON containers still open at the end of `text`, in order."""
+    stack: list[str] = []
+    for _, char in _brackets(text):
+        if char in "[{":
             stack.append("]" if char == "[" else "}")
-        elif char in "]}" and stack and stack[-1] == char:
+        elif stack and stack[-1] == char:
             stack.pop()
     return "".join(reversed(stack))
 
@@ -70,18 +77,8 @@ def repeats_an_item(text: str) -> bool:
     (`{"s": "A", "relation": "r"}` again and again)."""
     starts: list[int] = []
     items: list[str] = []
-    in_string, escaped = False, False
-    for i, char in enumerate(text):
-        if in_string:
-            if escaped:
-                escaped = False
-            elif char == "\\":
-                escaped = True
-            elif char == '"':
-                in_string = False
-        elif char == '"':
-            in_string = True
-        elif char == "{":
+    for i, char in _brackets(text):
+        if char == "{":
             starts.append(i)
         elif char == "}" and starts:
             items.append(" ".join(text[starts.pop() : i + 1].lower().split()))
