@@ -390,6 +390,10 @@ def _wall_lines(wall: float, runs: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _rounded(value: Any, digits: int = 3) -> str:
+    return f"{value:.{digits}f}" if isinstance(value, int | float) else str(value)
+
+
 def _prepend_study_header(
     report: Path,
     config: StudyConfig,
@@ -403,12 +407,13 @@ def _prepend_study_header(
         f"# Study: {config.preset}",
         "",
         f"- command: `{command or 'triplesmith study --preset ' + config.preset}`",
-        f"- machine: {machine()}",
+        f"- machine of this run: {machine()}",
         *_wall_lines(wall, stages.runs),
         f"- evaluation: {config.max_concurrency} sentences in flight, repairs after a format "
         f"error: {config.max_repairs if config.max_repairs is not None else get_settings().max_repairs}",
         f"- adapter: method {train.get('method')} ({train.get('method_reason')}), {train.get('steps')} steps, "
-        f"loss {train.get('loss_start')} → {train.get('loss_end')}, {train.get('train_wall_s')} s",
+        f"loss {_rounded(train.get('loss_start'))} → {_rounded(train.get('loss_end'))}, "
+        f"{_rounded(train.get('train_wall_s'), 1)} s",
         "",
         *verdict,
     ]
