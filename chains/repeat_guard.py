@@ -154,8 +154,9 @@ class RepeatGuard:
                 continue
             if self.triples and choice in self.triggers:
                 self._check_items(row, choice)
-            if self.strings and self.string_start[row] is not None and row not in self.ended:
-                self._check_string(row, choice)
+            start = self.string_start[row]
+            if self.strings and start is not None and row not in self.ended:
+                self._check_string(row, start, choice)
         for row, pending in self.forced.items():
             if pending:
                 token = pending.pop(0)
@@ -200,9 +201,7 @@ class RepeatGuard:
             self.forced[row] = [*closing, self.eos_id]
             self.ended.add(row)
 
-    def _check_string(self, row: int, choice: int) -> None:
-        start = self.string_start[row]
-        assert start is not None
+    def _check_string(self, row: int, start: int, choice: int) -> None:
         if choice in self.quotes or choice == self.eos_id:
             return
         if looping_span([*self.answers[row][start:], choice], self.wordy):

@@ -10,9 +10,7 @@ score went from 38 % to 49 %) on triple F1 and on CaRB F1, with a paired Wilcoxo
 import math
 from typing import Any
 
-from triplesmith.errors import EvaluatorError
-from triplesmith.evaluators.statistics import PairedComparison, paired_test
-from triplesmith.experiments.compare import aligned_scores
+from triplesmith.experiments.compare import paired_tests
 
 REFERENCE_GAIN = 0.29
 FORMAT_ERROR_TARGET = 0.02
@@ -53,29 +51,19 @@ def _p(value: float) -> str:
     return f"{value:.0e}" if value < 1e-3 else f"{value:.3f}"
 
 
-def _paired_tests(comparison: Any, few_shot: str, fine_tuned: str) -> dict[str, dict[str, Any]]:
-    """The per-sentence metrics of `fine_tuned` tested against `few_shot`, paired."""
-    experiments = dict(zip(comparison.chains, comparison.experiments, strict=True))
-    tests = {}
-    for key, _, per_sentence in ROWS:
-        if not per_sentence or key not in comparison.metrics:
-            continue
-        try:
-            test: PairedComparison = paired_test(
-                *aligned_scores(experiments[few_shot], experiments[fine_tuned], key)
-            )
-        except EvaluatorError:  # no sentence scored on both sides
-            continue
-        tests[key] = test.model_dump()
-    return tests
-
-
 def verdict_lines(
     comparison: Any, few_shot: str, fine_tuned: str, whole_carb_test: bool
 ) -> list[str]:
     """Markdown: the fine-tuned chain against the few-shot one, and the targets, plainly."""
     table = comparison.table
-    tests = _paired_tests(comparison, few_shot, fine_tuned)
+    experiments = dict(zip(comparison.chains, comparison.experiments, strict=True))
+    per_sentence_metrics = [k for k, _, paired in ROWS if paired and k in comparison.metrics]
+    tests = {
+        key: test.model_dump()
+        for key, test in paired_tests(
+            experiments[few_shot], experiments[fine_tuned], per_sentence_metrics
+        ).items()
+    }
     lines = [
         "## Prompt or fine-tune? The fine-tuned chain against few-shot",
         "",

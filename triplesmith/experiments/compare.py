@@ -19,7 +19,12 @@ from triplesmith.chains.base import ExtractionChain
 from triplesmith.errors import EvaluatorError, ExperimentError
 from triplesmith.evaluators.base import Evaluator
 from triplesmith.evaluators.format_validity import TAG_PREFIX, TRIAGE_TAGS
-from triplesmith.evaluators.statistics import bootstrap_ci, paired_test, spearman
+from triplesmith.evaluators.statistics import (
+    PairedComparison,
+    bootstrap_ci,
+    paired_test,
+    spearman,
+)
 from triplesmith.experiments.inputs import DEFAULT_EVALUATORS, resolve_evaluators
 from triplesmith.experiments.runner import DEFAULT_CONCURRENCY, ExperimentResult, run_experiment
 from triplesmith.experiments.store import ExperimentStore
@@ -190,15 +195,32 @@ def _tags(experiments: Sequence[ExperimentResult]) -> list[str]:
     return [t for t in TRIAGE_TAGS] + sorted(seen - set(TRIAGE_TAGS))
 
 
-def aligned_scores(
+def _aligned(
     a: ExperimentResult, b: ExperimentResult, metric: str
 ) -> tuple[list[float | None], list[float | None]]:
-    """`metric` of the examples both experiments scored, in `a`'s order: the input of a paired
-    test."""
     right = {r.example_id: r.score(metric) for r in b.rows}
     ids = [r.example_id for r in a.rows if r.example_id in right]
     left = {r.example_id: r.score(metric) for r in a.rows}
     return [left[i] for i in ids], [right[i] for i in ids]
+
+
+def paired_tests(
+    a: ExperimentResult, b: ExperimentResult, metrics: Sequence[str]
+) -> dict[str, PairedComparison]:
+    """`b` against `a` on the examples both scored, per metric (metrics no example has on both
+    sides are left out)."""
+    tests = {}
+    for metric in metrics:
+        try:
+            tests[metric] = paired_test(*_aligned(a, b, metric))
+        except EvaluatorError:
+            continue
+    return tests
+
+
+def _check_baseline(baseline: int, count: int) -> None:
+    if not 0 <= baseline < count:
+        raise ExperimentError(f"baseline {baseline} is not one of the {count} chains compared")
 
 
 def _paired(
@@ -211,12 +233,7 @@ def _paired(
     for index, (experiment, label) in enumerate(zip(experiments, labels, strict=True)):
         if index == baseline:
             continue
-        for metric in metrics:
-            a, b = aligned_scores(experiments[baseline], experiment, metric)
-            try:
-                test = paired_test(a, b)
-            except EvaluatorError:
-                continue
+        for metric, test in paired_tests(experiments[baseline], experiment, metrics).items():
             records.append(
                 {
                     "chain": label,
@@ -300,10 +317,7 @@ def build_comparison(
     tests are against."""
     if not experiments:
         raise ExperimentError("a comparison needs at least one experiment")
-    if not 0 <= baseline < len(experiments):
-        raise ExperimentError(
-            f"baseline {baseline} is not one of the {len(experiments)} chains compared"
-        )
+    _check_baseline(baseline, len(experiments))
     prices = {**OPENAI_PRICES, **(prices or {})}
     labels = _labels(experiments)
     metrics = _ordered_keys(experiments, summary=False)
@@ -365,8 +379,7 @@ def compare(
                 f"baseline {baseline!r} is not one of the chains compared: {', '.join(names)}"
             )
         baseline = names.index(baseline)
-    elif not 0 <= baseline < len(names):
-        raise ExperimentError(f"baseline {baseline} is not one of the {len(names)} chains compared")
+    _check_baseline(baseline, len(names))  # before any chain runs
     scorers = resolve_evaluators(evaluators, judge_model)
     label = str(dataset) if isinstance(dataset, str | Path) else "examples"
     opened = not isinstance(store, ExperimentStore)
