@@ -7,7 +7,7 @@ CPU), left-pads copies of one real CaRB-style prompt to each width and times a g
 forced to exactly `--steps` new tokens (min = max), after one warm-up. Prints, per width, the
 seconds per decode step and the generated tokens per second. If a step costs about the same at
 every width, the step is launch-bound and the engine's batch should be as wide as the work in
-flight (chains/hf_engine.py, GPU_BATCH).
+flight (chains/engines/hf.py, GPU_BATCH).
 """
 
 from __future__ import annotations

@@ -1,8 +1,10 @@
 """The prompt chain on any LangChain chat model (OpenAI, fine-tuned OpenAI, anything wrapped).
 
-When the model supports structured output (tool calling), the answer is requested as a
-pydantic list of triples; otherwise, or when that fails, the text answer goes through the
-parser. Token counts come from the model's usage metadata, per-triple confidences from
+When the model supports structured output, the answer is requested as a pydantic list of
+triples (tool calling; a JSON-schema `response_format` on an OpenAI-compatible server given by
+`+base_url`); otherwise, or when that fails, the text answer goes through the parser. A chain
+may instead send a `response_format` of its own (the bare triple-list schema for a fine-tuned
+model served by vLLM, llama.cpp or `triplesmith serve`) and parse the text it constrains. Token counts come from the model's usage metadata, per-triple confidences from
 log-probs when the provider returns them (OpenAI does with `logprobs=True`).
 """
 
@@ -70,18 +72,26 @@ class ChatChain(ExtractionChain):
         structured: bool | None = None,
         model_name: str | None = None,
         max_concurrency: int = 4,
+        structured_method: str = "function_calling",
+        response_format: dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
-        self.model = model
+        self.model: Any = (
+            model if response_format is None else model.bind(response_format=response_format)
+        )
         self.shots = shots
         self.model_name = model_name or getattr(model, "model_name", None) or type(model).__name__
         self.max_concurrency = max_concurrency
-        self.structured_model = self._structured(model) if structured is not False else None
+        self.structured_model = (
+            self._structured(model, structured_method)
+            if structured is not False and response_format is None
+            else None
+        )
 
     @staticmethod
-    def _structured(model: BaseChatModel) -> Any:
+    def _structured(model: BaseChatModel, method: str) -> Any:
         try:
-            return model.with_structured_output(TripleList, include_raw=True)
+            return model.with_structured_output(TripleList, include_raw=True, method=method)
         except (NotImplementedError, AttributeError, ValueError, TypeError):
             return None
 

@@ -14,7 +14,9 @@ class Extraction(BaseModel):
 
     `confidences[i]` is the mean token log-probability of `triples[i]`'s span when the model
     gave log-probs (the `hf` chain does), else None. `error` is set, and `triples` empty, when
-    the model call failed; a batch keeps going past such a sentence.
+    the model call failed; a batch keeps going past such a sentence. `finish_reason` says why a
+    local model's answer ended: `stop` (by itself), `length` (the token budget), `repeat` (a
+    loop rule cut it at a repeated item); None when the model does not say.
     """
 
     chain: str
@@ -32,6 +34,7 @@ class Extraction(BaseModel):
     model: str | None = None
     adapter_hash: str | None = None
     structured: bool = False
+    finish_reason: str | None = None
 
     @property
     def parsed(self) -> bool:

@@ -1,16 +1,16 @@
 """The prompt chain on a local transformers model: few-shot, zero-shot, or fine-tuned (`hf`).
 
-All three share one batched engine per (model, adapter); they differ in the few-shot
-examples put in the prompt (`hf` defaults to none, as the reference did after fine-tuning).
+All three hand their prompts to one engine per (model, adapter) (chains/engines/); they differ
+in the few-shot examples put in the prompt (`hf` defaults to none, as the reference did after
+fine-tuning) and in their own decoding options, which travel with every call.
 """
 
-from dataclasses import asdict
 from typing import Any
 
 from triplesmith.chains.base import ExtractionChain
 from triplesmith.chains.confidence import span_confidences
+from triplesmith.chains.engines.base import Engine, Generation, GenerationOptions
 from triplesmith.chains.extraction import Extraction
-from triplesmith.chains.hf_engine import Generation, GenerationOptions, HFEngine
 from triplesmith.chains.inputs import ChainInput
 from triplesmith.chains.prompt import build_messages
 from triplesmith.chains.shots import ShotSelector
@@ -22,7 +22,7 @@ class LocalChain(ExtractionChain):
     def __init__(
         self,
         spec: str,
-        engine: HFEngine,
+        engine: Engine,
         shots: ShotSelector | None = None,
         options: GenerationOptions = GenerationOptions(),
     ) -> None:
@@ -35,7 +35,7 @@ class LocalChain(ExtractionChain):
 
     def metadata(self) -> dict[str, Any]:
         """The base metadata plus the decoding controls, which change the results too."""
-        return {**super().metadata(), "decoding": asdict(self.options)}
+        return {**super().metadata(), "decoding": self.options.decoding()}
 
     def cancel(self) -> None:
         self.engine.cancel()
@@ -72,6 +72,7 @@ class LocalChain(ExtractionChain):
             tokens_in=result.tokens_in,
             tokens_out=result.tokens_out,
             latency_s=result.latency_s,
+            finish_reason=result.finish_reason,
         )
         extraction.confidences = span_confidences(
             result.text, result.pieces, result.logprobs, extraction.triples

@@ -8,7 +8,8 @@ from langchain_core.language_models import BaseChatModel
 
 from triplesmith.chains.base import ExtractionChain
 from triplesmith.chains.chat import ChatChain
-from triplesmith.chains.hf_engine import GenerationOptions, get_engine
+from triplesmith.chains.engines import GenerationOptions, get_engine
+from triplesmith.chains.engines.grammar import TRIPLES_SCHEMA
 from triplesmith.chains.local import LocalChain
 from triplesmith.chains.shots import ShotSelector
 from triplesmith.chains.spec import ChainSpec, parse_spec
@@ -52,19 +53,48 @@ def _openai_model(spec: ChainSpec, settings: Settings) -> BaseChatModel:
     from langchain_openai import ChatOpenAI
 
     key = settings.openai_api_key
-    if key is None and not settings.openai_base_url:
+    base_url = spec.options.get("base_url") or settings.openai_base_url
+    if key is None and not base_url:
         raise ChainError(
-            f"chain {spec}: set OPENAI_API_KEY (or TRIPLESMITH_OPENAI_BASE_URL for an "
-            "OpenAI-compatible server) to use an OpenAI model"
+            f"chain {spec}: set OPENAI_API_KEY, or give the chain an OpenAI-compatible server "
+            "with +base_url=http://HOST:PORT/v1 (or TRIPLESMITH_OPENAI_BASE_URL for every chain)"
         )
     return ChatOpenAI(
         model=spec.model_name,
         api_key=key.get_secret_value() if key else "unused",
-        base_url=settings.openai_base_url,
+        base_url=str(base_url) if base_url else None,
         temperature=float(spec.options.get("temperature", 0.0)),
         max_retries=settings.max_retries,
         timeout=float(spec.options.get("timeout", settings.request_timeout_s)),
         logprobs=spec.kind == "openai-ft",
+        max_tokens=spec.options.get("max_new_tokens"),
+    )
+
+
+def _chat_chain(
+    spec: ChainSpec, model: BaseChatModel, selector: ShotSelector | None, named: bool
+) -> ChatChain:
+    """A chat chain; on a server of its own (`+base_url`), structured output goes through a
+    JSON-schema `response_format` (servers rarely call tools), and a fine-tuned model is asked
+    for the bare triple list it was trained to write."""
+    structured = spec.options.get("structured")
+    served = "base_url" in spec.options
+    response_format = None
+    if spec.kind == "openai-ft":
+        if served and structured is not False:
+            response_format = {
+                "type": "json_schema",
+                "json_schema": {"name": "triples", "schema": TRIPLES_SCHEMA},
+            }
+        structured = False  # fine-tuned on plain JSON answers
+    return ChatChain(
+        str(spec),
+        model,
+        shots=selector,
+        structured=None if structured is None else bool(structured),
+        model_name=spec.model_name if named else None,
+        structured_method="json_schema" if served else "function_calling",
+        response_format=response_format,
     )
 
 
@@ -95,29 +125,14 @@ def build_chain(
             exclude_ids=exclude_ids,
             similar=bool(opts.get("similar", False)),
         )
-    if opts.get("constrained"):
-        raise ChainError(
-            f"chain {spec}: constrained decoding is not available in this version; "
-            "drop +constrained (the parser and the repair step handle format errors)"
-        )
     if chat_model is None and spec.model in _CHAT_MODELS:
         chat_model = _CHAT_MODELS[spec.model]
         if spec.kind in ("hf", "openai-ft"):
             raise ChainError(f"chain {spec}: a registered chat model runs few-shot or zero-shot")
     if chat_model is not None or spec.provider == "openai":
         model = chat_model or _openai_model(spec, settings)
-        structured = opts.get("structured")
-        if structured is None and spec.kind == "openai-ft":
-            structured = False  # fine-tuned on plain JSON answers
-        return ChatChain(
-            str(spec),
-            model,
-            shots=selector,
-            structured=None if structured is None else bool(structured),
-            model_name=spec.model_name
-            if chat_model is None or spec.model in _CHAT_MODELS
-            else None,
-        )
+        named = chat_model is None or spec.model in _CHAT_MODELS
+        return _chat_chain(spec, model, selector, named)
     engine = get_engine(spec.model, adapter=opts.get("adapter"))  # type: ignore[arg-type]
     options = GenerationOptions(
         max_new_tokens=opts.get("max_new_tokens"),  # type: ignore[arg-type]
@@ -125,9 +140,9 @@ def build_chain(
         no_repeat_ngram_size=opts.get("no_repeat_ngram_size"),  # type: ignore[arg-type]
         stop_repeats=bool(opts.get("stop_repeats", True)),
         close_loops=bool(opts.get("close_loops", True)),
+        constrained=bool(opts.get("constrained", True)),
+        batch_size=opts.get("batch_size"),  # type: ignore[arg-type]
     )
-    if "batch_size" in opts:
-        engine.batch_size = int(opts["batch_size"])
     return LocalChain(str(spec), engine, shots=selector, options=options)
 
 

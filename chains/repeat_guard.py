@@ -141,7 +141,8 @@ class RepeatGuard:
         self.wordy = _wordy_ids(tokenizer)
         self.stops = {eos_id, getattr(tokenizer, "pad_token_id", None)}
         self.forced: dict[int, list[int]] = {}  # tokens to write next, by row
-        self.ended: set[int] = set()  # rows whose answer the guard has ended
+        self.ended: set[int] = set()  # rows whose answer has ended (by the guard or the model)
+        self.cut: set[int] = set()  # rows whose answer the guard ended at a repeated item
         self.answers: list[list[int]] = []  # each row's answer tokens so far
         self.json: list[bool | None] = []  # whether each row's answer is JSON (None: no text yet)
         self.string_start: list[int | None] = []  # where each row's open string starts
@@ -200,6 +201,7 @@ class RepeatGuard:
             closing = self.tokenizer.encode(head + tail, add_special_tokens=False)
             self.forced[row] = [*closing, self.eos_id]
             self.ended.add(row)
+            self.cut.add(row)
 
     def _check_string(self, row: int, start: int, choice: int) -> None:
         if choice in self.quotes or choice == self.eos_id:

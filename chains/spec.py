@@ -6,11 +6,16 @@ Grammar: `KIND[:MODEL][+key=value]...`
   (an embedded name, a directory, or a Hub id), batched and with per-triple confidences;
 - `few-shot:openai:gpt-4o-mini` — the prompt chain on an OpenAI chat model;
 - `hf:smollm2+adapter=adapters/run1` — a fine-tuned local model (zero-shot prompt);
-- `openai-ft:ft:gpt-3.5-turbo:org::id` — a fine-tuned OpenAI model (or any OpenAI-compatible
-  server through `TRIPLESMITH_OPENAI_BASE_URL`).
+- `openai-ft:ft:gpt-3.5-turbo:org::id` — a fine-tuned OpenAI model, or any OpenAI-compatible
+  server through `+base_url=http://host:port/v1` (or `TRIPLESMITH_OPENAI_BASE_URL`).
 
-The model part may itself contain colons (`ft:` ids do); options never do.
+The model part may itself contain colons (`ft:` ids do); options are split on `+`, so no
+value may contain one. Every option has a type, a valid range and the chains that use it
+(`OPTIONS`); `parse_spec` refuses anything else before any model loads.
 """
+
+import math
+from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
@@ -18,13 +23,202 @@ from triplesmith.errors import ChainError
 
 KINDS = ("few-shot", "zero-shot", "hf", "openai-ft")
 DEFAULT_MODEL = "smollm2"
+LOCAL, REMOTE = "local", "openai"
+PROVIDERS = (LOCAL, REMOTE)
+_PROVIDER_NAMES = {
+    LOCAL: "local chains (a model run in this process)",
+    REMOTE: "remote chains (an OpenAI or OpenAI-compatible endpoint)",
+}
+_TRUE = ("1", "true", "yes", "on", "json")
+_FALSE = ("0", "false", "no", "off")
 
-# Options each kind accepts, with the type they parse to.
-_INT_OPTIONS = {"k", "seed", "max_new_tokens", "batch_size", "no_repeat_ngram_size"}
-_FLOAT_OPTIONS = {"repetition_penalty", "temperature", "timeout"}
-_BOOL_OPTIONS = {"constrained", "structured", "similar", "stop_repeats", "close_loops"}
-_STR_OPTIONS = {"adapter", "shots"}
-OPTIONS = _INT_OPTIONS | _FLOAT_OPTIONS | _BOOL_OPTIONS | _STR_OPTIONS
+OptionValue = str | int | float | bool
+
+
+@dataclass(frozen=True)
+class Option:
+    """One spec option: its type, its valid range, and the chains that use it.
+
+    `kinds` and `providers` both have to match (a provider is `ChainSpec.provider`); `minimum`
+    and `maximum` bound numbers (`above` makes the minimum exclusive); `prefixes` are the
+    allowed beginnings of a string; `why_not` explains the refusal on a provider it skips.
+    """
+
+    type: type[OptionValue]
+    help: str
+    kinds: tuple[str, ...] = KINDS
+    providers: tuple[str, ...] = PROVIDERS
+    minimum: float | None = None
+    maximum: float | None = None
+    above: bool = False
+    prefixes: tuple[str, ...] = ()
+    default: OptionValue | None = None
+    why_not: str = ""
+
+    def range_text(self) -> str:
+        """The valid values in words: `an integer from 1 to 4096`, `true or false`."""
+        if self.type is bool:
+            return "true or false"
+        if self.type is str:
+            if self.prefixes:
+                return "a URL starting with " + " or ".join(self.prefixes)
+            return "a non-empty string"
+        noun = "an integer" if self.type is int else "a number"
+        low, high = _number(self.minimum), _number(self.maximum)
+        if self.minimum is not None and self.maximum is not None:
+            if self.above:
+                return f"{noun} > {low} and <= {high}"
+            return f"{noun} from {low} to {high}"
+        if self.minimum is not None:
+            return f"{noun} {'>' if self.above else '>='} {low}"
+        return noun
+
+    def scope_text(self) -> str:
+        """The chains that use this option, in words."""
+        if self.providers == PROVIDERS:
+            return "every chain" if self.kinds == KINDS else f"{'/'.join(self.kinds)} chains"
+        scope = _PROVIDER_NAMES[self.providers[0]]
+        return scope if self.kinds == KINDS else f"{'/'.join(self.kinds)} {scope}"
+
+    def applies_to(self, kind: str, provider: str) -> bool:
+        return kind in self.kinds and provider in self.providers
+
+    def convert(self, raw: str) -> OptionValue:
+        """`raw` as this option's type; ValueError when it is not one of the valid values."""
+        if self.type is bool:
+            if raw.lower() not in _TRUE + _FALSE:
+                raise ValueError(raw)
+            return raw.lower() in _TRUE
+        if self.type is str:
+            if not raw or not raw.startswith(self.prefixes or ("",)):
+                raise ValueError(raw)
+            return raw
+        value = int(raw) if self.type is int else float(raw)
+        if not self.in_range(value):
+            raise ValueError(raw)
+        return value
+
+    def in_range(self, value: float) -> bool:
+        if not math.isfinite(value):
+            return False
+        if self.minimum is not None and (
+            value < self.minimum or (self.above and value == self.minimum)
+        ):
+            return False
+        return self.maximum is None or value <= self.maximum
+
+
+def _number(value: float | None) -> str:
+    return "" if value is None else f"{value:g}"
+
+
+_LOCAL_ONLY = "remote chains decode on the server"
+OPTIONS: dict[str, Option] = {
+    "k": Option(
+        int,
+        "few-shot examples in the prompt (default: TRIPLESMITH_FEW_SHOT_K, 3)",
+        ("few-shot", "zero-shot"),
+        minimum=0,
+    ),
+    "seed": Option(
+        int,
+        "seed of the few-shot draw (default: TRIPLESMITH_FEW_SHOT_SEED, 0)",
+        ("few-shot",),
+        minimum=0,
+    ),
+    "shots": Option(str, "few-shot pool: a dataset name or path", ("few-shot",)),
+    "similar": Option(
+        bool, "pick the most similar pool sentences as shots", ("few-shot",), default=False
+    ),
+    "max_new_tokens": Option(int, "answer budget in tokens", minimum=1, maximum=4096),
+    "adapter": Option(str, "PEFT adapter directory of a fine-tuned model", ("hf",)),
+    "batch_size": Option(
+        int,
+        "prompts per generate call",
+        providers=(LOCAL,),
+        minimum=1,
+        maximum=4096,
+        why_not=_LOCAL_ONLY,
+    ),
+    "no_repeat_ngram_size": Option(
+        int,
+        "forbid repeating n-grams of this size (0: off)",
+        providers=(LOCAL,),
+        minimum=0,
+        why_not=_LOCAL_ONLY,
+    ),
+    "repetition_penalty": Option(
+        float,
+        "penalty on repeated tokens (1: none)",
+        providers=(LOCAL,),
+        minimum=0,
+        maximum=10,
+        above=True,
+        why_not=_LOCAL_ONLY,
+    ),
+    "stop_repeats": Option(
+        bool,
+        "stop at a repeated item (the loop guard)",
+        providers=(LOCAL,),
+        default=True,
+        why_not=_LOCAL_ONLY,
+    ),
+    "close_loops": Option(
+        bool,
+        "close a JSON string that loops on a phrase",
+        providers=(LOCAL,),
+        default=True,
+        why_not=_LOCAL_ONLY,
+    ),
+    "constrained": Option(
+        bool,
+        "grammar-constrained JSON decoding",
+        providers=(LOCAL,),
+        default=True,
+        why_not=_LOCAL_ONLY,
+    ),
+    "temperature": Option(
+        float,
+        "sampling temperature",
+        providers=(REMOTE,),
+        minimum=0,
+        maximum=2,
+        default=0.0,
+        why_not="local chains decode greedily",
+    ),
+    "timeout": Option(
+        float,
+        "seconds per request",
+        providers=(REMOTE,),
+        minimum=0,
+        above=True,
+        why_not="local chains make no requests",
+    ),
+    "structured": Option(
+        bool,
+        "structured output (tool calling)",
+        providers=(REMOTE,),
+        why_not="local chains answer in text for the parser",
+    ),
+    "base_url": Option(
+        str,
+        "OpenAI-compatible endpoint of this chain",
+        providers=(REMOTE,),
+        prefixes=("http://", "https://"),
+        why_not="local chains make no requests",
+    ),
+}
+
+
+def describe_options() -> str:
+    """One line per option: name, valid values, the chains that use it, its default and use."""
+    lines = []
+    for name, option in OPTIONS.items():
+        default = "" if option.default is None else f"; default {_show(option.default)}"
+        lines.append(
+            f"+{name}: {option.range_text()}; {option.scope_text()}{default} — {option.help}"
+        )
+    return "\n".join(lines)
 
 
 class ChainSpec(BaseModel):
@@ -32,14 +226,14 @@ class ChainSpec(BaseModel):
 
     kind: str
     model: str = DEFAULT_MODEL
-    options: dict[str, str | int | float | bool] = Field(default_factory=dict)
+    options: dict[str, OptionValue] = Field(default_factory=dict)
 
     @property
     def provider(self) -> str:
-        """`openai` for OpenAI models, `local` for transformers models."""
+        """`openai` (remote: an OpenAI or OpenAI-compatible endpoint), else `local`."""
         if self.kind == "openai-ft" or self.model.startswith("openai:"):
-            return "openai"
-        return "local"
+            return REMOTE
+        return LOCAL
 
     @property
     def model_name(self) -> str:
@@ -51,29 +245,38 @@ class ChainSpec(BaseModel):
         return f"{self.kind}:{self.model}{opts}"
 
 
-def _show(value: str | int | float | bool) -> str:
+def _show(value: OptionValue) -> str:
     return str(value).lower() if isinstance(value, bool) else str(value)
 
 
-def _convert(key: str, value: str, spec: str) -> str | int | float | bool:
+def _option(spec: str, kind: str, provider: str, key: str, raw: str) -> OptionValue:
+    """One option's value, checked against the table (the spec is named in every error)."""
+    option = OPTIONS.get(key)
+    if option is None:
+        raise ChainError(
+            f"chain spec {spec!r}: unknown option {key!r}; use one of {', '.join(OPTIONS)}"
+        )
+    if not option.applies_to(kind, provider):
+        usage = f"{key} ({option.range_text()}) applies only to {option.scope_text()}"
+        if kind not in option.kinds:
+            reason = f"{usage}, not to {kind} chains"
+        else:
+            reason = f"{option.why_not}: {usage}"
+        raise ChainError(f"chain spec {spec!r}: {reason}; drop +{key}")
     try:
-        if key in _INT_OPTIONS:
-            return int(value)
-        if key in _FLOAT_OPTIONS:
-            return float(value)
+        return option.convert(raw)
     except ValueError:
-        raise ChainError(f"chain spec {spec!r}: option {key}={value!r} must be a number") from None
-    if key in _BOOL_OPTIONS:
-        if value.lower() in ("1", "true", "yes", "on", "json"):
-            return True
-        if value.lower() in ("0", "false", "no", "off"):
-            return False
-        raise ChainError(f"chain spec {spec!r}: option {key}={value!r} must be true or false")
-    return value
+        raise ChainError(
+            f"chain spec {spec!r}: invalid {key}={raw}; {key} must be {option.range_text()}"
+        ) from None
 
 
 def parse_spec(spec: str | ChainSpec) -> ChainSpec:
-    """Parse `KIND[:MODEL][+key=value]...`; a clear error names what is wrong and what is valid."""
+    """Parse `KIND[:MODEL][+key=value]...` and check every option against `OPTIONS`.
+
+    A `ChainError` names the spec, what is wrong, and the valid range or the chains that use
+    the option; nothing is loaded here, so a bad spec fails before any model does.
+    """
     if isinstance(spec, ChainSpec):
         return spec
     if not isinstance(spec, str) or not spec.strip():
@@ -92,19 +295,15 @@ def parse_spec(spec: str | ChainSpec) -> ChainSpec:
         raise ChainError(
             f"chain spec {spec!r}: openai-ft needs a model id, e.g. openai-ft:ft:gpt-3.5-turbo:org::id"
         )
-    options: dict[str, str | int | float | bool] = {}
+    parsed = ChainSpec(kind=kind, model=model or DEFAULT_MODEL)
     for part in option_parts:
         key, sep, value = part.partition("=")
         key = key.strip()
         if not sep or not key:
             raise ChainError(f"chain spec {spec!r}: option {part!r} must look like key=value")
-        if key not in OPTIONS:
-            raise ChainError(
-                f"chain spec {spec!r}: unknown option {key!r}; use one of {', '.join(sorted(OPTIONS))}"
-            )
-        options[key] = _convert(key, value.strip(), spec)
-    if kind == "zero-shot" and options.get("k", 0) not in (0,):
+        if key in parsed.options:
+            raise ChainError(f"chain spec {spec!r}: option {key} is given twice; keep one")
+        parsed.options[key] = _option(spec, kind, parsed.provider, key, value.strip())
+    if kind == "zero-shot" and parsed.options.get("k", 0) != 0:
         raise ChainError(f"chain spec {spec!r}: zero-shot means k=0; use few-shot for k > 0")
-    if "adapter" in options and kind != "hf":
-        raise ChainError(f"chain spec {spec!r}: adapter= only applies to hf chains")
-    return ChainSpec(kind=kind, model=model or DEFAULT_MODEL, options=options)
+    return parsed

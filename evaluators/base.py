@@ -4,6 +4,10 @@ An evaluator scores one run's outputs against one example (`evaluate`, per examp
 has corpus-level figures, the whole dataset at once (`summarise`). `safe_evaluate` and
 `safe_summarise` turn an evaluator that raises into error feedback, so one bad example never
 stops a run.
+
+A failed run (its model call raised: `error` is set) is not an answer: it is never scored.
+`safe_evaluate` gives it no feedback, `safe_summarise` leaves it out of the corpus figures, and
+`read_prediction` refuses it, so an evaluator called directly cannot score it either.
 """
 
 import logging
@@ -53,26 +57,38 @@ class Feedback(BaseModel):
         return value
 
 
-class Prediction(BaseModel):
-    """The part of a run's outputs that evaluators read.
+class FailedRunError(EvaluatorError):
+    """The run failed (its model call raised), so it has no answer to score."""
 
-    `tags` is None when the outputs carry no `tags` entry (no triage ran), else the tag names.
+
+class Prediction(BaseModel):
+    """The part of a successful run's outputs that evaluators read.
+
+    `complete` is True when the answer parsed fully; `tags` is None when the outputs carry no
+    `tags` entry (no triage ran), else the tag names.
     """
 
     triples: list[Triple]
     confidences: list[float] | None = None
     complete: bool = False
-    error: str | None = None
     tags: list[str] | None = None
 
-    @property
-    def parsed(self) -> bool:
-        """True when the answer parsed fully and the model call did not fail."""
-        return self.error is None and self.complete
+
+def run_error(outputs: Any) -> str | None:
+    """The error of a failed run (an `Extraction` or its JSON dict with `error` set), else None."""
+    if isinstance(outputs, Extraction):
+        return outputs.error
+    if isinstance(outputs, Mapping) and outputs.get("error") not in (None, ""):
+        return str(outputs["error"])
+    return None
 
 
 def read_prediction(outputs: RunOutputs) -> Prediction:
-    """Read an `Extraction` or its JSON dict; a malformed dict raises `EvaluatorError`."""
+    """Read an `Extraction` or its JSON dict; a failed run raises `FailedRunError`, a malformed
+    dict `EvaluatorError`."""
+    error = run_error(outputs)
+    if error is not None:
+        raise FailedRunError(f"the run failed, so it has no score: {error}")
     if isinstance(outputs, Extraction):
         outputs = outputs.model_dump(include={"triples", "confidences", "diagnostics", "error"})
     if not isinstance(outputs, Mapping):
@@ -90,13 +106,11 @@ def read_prediction(outputs: RunOutputs) -> Prediction:
         )
     diagnostics = outputs.get("diagnostics")
     complete = isinstance(diagnostics, Mapping) and diagnostics.get("complete") is True
-    error = outputs.get("error")
     try:
         return Prediction(
             triples=triples,
             confidences=confidences,
             complete=complete,
-            error=None if error is None else str(error),
             tags=_read_tags(outputs.get("tags")),
         )
     except ValidationError as exc:
@@ -178,7 +192,10 @@ def error_feedback(keys: Sequence[str], exc: BaseException) -> list[Feedback]:
 
 
 def safe_evaluate(evaluator: Evaluator, outputs: RunOutputs, example: Example) -> list[Feedback]:
-    """`evaluator.evaluate`, with an exception turned into error feedback for each of its keys."""
+    """`evaluator.evaluate`, with an exception turned into error feedback for each of its keys;
+    no feedback at all for a failed run (it is counted as an error, never scored)."""
+    if run_error(outputs) is not None:
+        return []
     try:
         feedback = evaluator.evaluate(outputs, example)
         _check_feedback(evaluator, feedback)
@@ -191,14 +208,18 @@ def safe_evaluate(evaluator: Evaluator, outputs: RunOutputs, example: Example) -
 def safe_summarise(
     evaluator: Evaluator, outputs_list: Sequence[RunOutputs], examples: Sequence[Example]
 ) -> list[Feedback]:
-    """`evaluator.summarise`, with an exception turned into error feedback for its summary keys."""
+    """`evaluator.summarise` over the runs that answered (failed runs are left out; none left,
+    no feedback), with an exception turned into error feedback for its summary keys."""
     try:
         if len(outputs_list) != len(examples):
             raise EvaluatorError(
                 f"summarise needs one outputs per example, got {len(outputs_list)} outputs "
                 f"for {len(examples)} examples"
             )
-        feedback = evaluator.summarise(outputs_list, examples)
+        answered = [(o, e) for o, e in zip(outputs_list, examples, strict=True) if not run_error(o)]
+        if not answered:
+            return []
+        feedback = evaluator.summarise([o for o, _ in answered], [e for _, e in answered])
         _check_feedback(evaluator, feedback)
         return feedback
     except Exception as exc:

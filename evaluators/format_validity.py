@@ -1,7 +1,8 @@
 """Format validity: whether the answer parsed fully, and the triage tags as per-tag rates.
 
-`format` is 1.0 when the model call did not fail and the parser left nothing unparsed
-(`diagnostics.complete`), else 0.0; its mean over a dataset is the share of fully parsed outputs.
+`format` is 1.0 when the parser left nothing unparsed (`diagnostics.complete`), else 0.0; its
+mean over a dataset is the share of fully parsed answers. A failed run (the model call raised)
+is no answer and gets no score (see evaluators/base.py); tables count it under errors.
 When the outputs carry triage tags, every tag gets a `tag:<name>` feedback, 1.0 when present and
 0.0 when absent, so the mean of each key is that tag's rate.
 """
@@ -33,13 +34,8 @@ class FormatEvaluator(Evaluator):
 
     def evaluate(self, outputs: RunOutputs, example: Example) -> list[Feedback]:
         prediction = read_prediction(outputs)
-        if prediction.error is not None:
-            comment = f"model call failed: {prediction.error}"
-        elif not prediction.complete:
-            comment = "answer not fully parsed"
-        else:
-            comment = None
-        feedback = [Feedback(key="format", score=float(prediction.parsed), comment=comment)]
+        comment = None if prediction.complete else "answer not fully parsed"
+        feedback = [Feedback(key="format", score=float(prediction.complete), comment=comment)]
         if prediction.tags is not None:
             present = set(prediction.tags)
             names = list(self.tag_names) + sorted(present - set(self.tag_names))

@@ -9,7 +9,8 @@
 
 A result is `{"key", "score", "comment"}`; an evaluator error becomes `{"key", "score": None,
 "comment": <error>, "extra": {"error": True}}`, the shape LangSmith itself gives a failed
-evaluator. None of these raise.
+evaluator. A failed run (the target raised, or its outputs carry `error`) gets no results: it
+is an error, not a score. None of these raise.
 """
 
 from collections.abc import Callable, Mapping, Sequence
@@ -74,10 +75,14 @@ def example_from_langsmith(example: schemas.Example) -> Example:
 
 
 def outputs_from_run(run: schemas.Run) -> dict[str, Any]:
-    """A run's outputs; a run that failed without outputs reads as an empty, failed extraction."""
-    if run.outputs:
-        return dict(run.outputs)
-    return {"triples": [], "error": run.error or "the run returned no outputs"}
+    """A run's outputs, with the run's error when it failed (a failed run is never scored);
+    a run without outputs reads as a failed extraction."""
+    if not run.outputs:
+        return {"triples": [], "error": run.error or "the run returned no outputs"}
+    outputs = dict(run.outputs)
+    if run.error and not outputs.get("error"):
+        outputs["error"] = run.error
+    return outputs
 
 
 def feedback_to_result(feedback: Feedback) -> dict[str, Any]:

@@ -8,7 +8,8 @@ possible, ties broken by the highest total similarity.
 
 Empty sides follow vacuous truth: with no predictions precision is 1.0, with no gold recall is
 1.0, so both empty scores 1.0 everywhere, and a non-empty side against an empty one scores
-F1 0.0.
+F1 0.0. A failed run (the model call raised) is not an empty answer: it is never scored
+(`read_prediction` refuses it, and the harness skips it).
 """
 
 from collections.abc import Sequence

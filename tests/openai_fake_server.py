@@ -157,6 +157,8 @@ class FakeOpenAI:
             the request body).
         token_logprob: the log-probability of every token when logprobs are asked for.
         api_key: when given, any other bearer token gets a 401.
+        port: the loopback port to listen on (default: any free one); a test that first saw
+            this address refuse connections can bring the server up there.
     """
 
     def __init__(
@@ -168,8 +170,10 @@ class FakeOpenAI:
         chat_content: str | Callable[[dict[str, Any]], str] = "[]",
         token_logprob: float = -0.1,
         api_key: str | None = None,
+        port: int = 0,
     ) -> None:
         self.statuses = tuple(statuses)
+        self.port = port
         self.job_error = job_error
         self.fine_tuned_model = fine_tuned_model
         self.chat_content = chat_content
@@ -225,7 +229,7 @@ class FakeOpenAI:
         class Handler(_Handler):
             owner = fake
 
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
         self._thread.start()

@@ -6,7 +6,13 @@ from langchain_core.language_models.fake_chat_models import GenericFakeChatModel
 from triplesmith.chains.extraction import Extraction
 from triplesmith.chains.parser import ParseDiagnostics
 from triplesmith.errors import EvaluatorError
-from triplesmith.evaluators.base import evaluate_all, safe_evaluate, safe_summarise, summarise_all
+from triplesmith.evaluators.base import (
+    FailedRunError,
+    evaluate_all,
+    safe_evaluate,
+    safe_summarise,
+    summarise_all,
+)
 from triplesmith.evaluators.benchie import (
     read_benchie_gold,
     read_benchie_predictions,
@@ -97,8 +103,13 @@ def test_format_is_one_only_for_a_fully_parsed_answer():
     evaluator = FormatEvaluator()
     assert evaluator.evaluate(outputs(BORN), OBAMA)[0].score == 1.0
     assert evaluator.evaluate(outputs(BORN, complete=False), OBAMA)[0].score == 0.0
-    failed = evaluator.evaluate(outputs(complete=True, error="timeout"), OBAMA)
-    assert failed[0].score == 0.0 and "timeout" in failed[0].comment
+
+
+def test_a_failed_run_gets_no_format_score():
+    failed = outputs(complete=True, error="timeout")
+    with pytest.raises(FailedRunError, match="timeout"):
+        FormatEvaluator().evaluate(failed, OBAMA)
+    assert safe_evaluate(FormatEvaluator(), failed, OBAMA) == []
 
 
 def test_format_without_tags_gives_no_tag_feedback():

@@ -152,15 +152,19 @@ def test_an_evaluator_error_is_recorded_on_its_example_and_the_run_goes_on(
     assert result.scores("triple_f1") == [1.0, 0.0] * 3
 
 
-def test_a_model_failure_is_stored_as_that_examples_error(tmp_path: Path) -> None:
-    half_right("oracle-outage", fail_on={EXAMPLES[2].sentence})
-    result = run_experiment(
-        "zero-shot:oracle-outage", EXAMPLES, "triple-f1,format", store=tmp_path / "s.sqlite"
-    )
-    assert result.complete
-    assert "model unavailable" in result.rows[2].error
-    assert result.rows[2].score("format") == 0.0 and result.rows[2].score("triple_f1") == 0.0
+def test_a_model_failure_is_stored_as_failed_unscored_and_retried(tmp_path: Path) -> None:
+    model = half_right("oracle-outage", fail_on={EXAMPLES[2].sentence})
+    store = tmp_path / "s.sqlite"
+    result = run_experiment("zero-shot:oracle-outage", EXAMPLES, "triple-f1,format", store=store)
+    assert (result.failed, result.complete) == (1, False)
+    assert "model unavailable" in result.rows[2].error and result.rows[2].feedback == []
+    assert result.rows[2].score("format") is None and result.rows[2].score("triple_f1") is None
     assert [r.error for i, r in enumerate(result.rows) if i != 2] == [None] * 5
+    model.fail_on.clear()  # the outage is over
+    rerun = run_experiment("zero-shot:oracle-outage", EXAMPLES, "triple-f1,format", store=store)
+    assert (rerun.ran, rerun.skipped, rerun.failed, rerun.complete) == (1, 5, 0, True)
+    assert model.calls.count(EXAMPLES[2].sentence) == 2 and len(model.calls) == 7
+    assert rerun.rows[2].error is None and rerun.rows[2].score("triple_f1") == 1.0
 
 
 def test_a_chain_object_is_called_directly_without_triage(tmp_path: Path) -> None:

@@ -137,13 +137,14 @@ def test_reference_evaluator_reads_benchmark_data_from_reference_outputs():
     assert results["benchie_example_precision"].score == 1.0
 
 
-def test_summary_evaluator_gives_corpus_figures():
-    # Both examples hold the same gold triple; the second sentence's run failed.
+def test_summary_evaluator_gives_corpus_figures_over_the_runs_that_answered():
+    # Both examples hold the same gold triple; the second sentence's run failed, so it is left
+    # out of the corpus figures rather than counted as an empty answer.
     examples = [ls_example("a"), ls_example("b", sentence="Obama, born in Hawaii, spoke.")]
     runs = [ls_run({"triples": [BORN]}), ls_run(None, error="timeout")]
     results = as_results(summary_evaluator(CarbEvaluator())(runs, examples))
     assert set(results) == {"carb_auc", "carb_f1", "carb_precision", "carb_recall"}
-    assert results["carb_recall"].score == 0.5
+    assert results["carb_recall"].score == 1.0 and "1 examples" in results["carb_recall"].comment
 
 
 def test_only_evaluators_with_corpus_figures_get_a_summary_evaluator():

@@ -273,7 +273,7 @@ def test_read_manifest_names_a_folder_without_one(tmp_path):
 def test_train_cli_lowers_loss_and_the_adapter_loads_and_generates(tmp_path):
     from peft import PeftModel
 
-    from triplesmith.chains.hf_engine import adapter_hash as chain_adapter_hash
+    from triplesmith.chains.engines.hf import adapter_hash as chain_adapter_hash
     from triplesmith.models import load
 
     # The shortest training sentence, seen at every step, so the loss must fall.

@@ -44,7 +44,7 @@ def register(module_name: str, name: str | None = None) -> None:
         module.register(app)
 
 
-for _module in ("extract", "train", "openai", "score", "compare", "study"):
+for _module in ("extract", "serve", "train", "openai", "score", "compare", "study"):
     try:
         register(_module)
     except ModuleNotFoundError as exc:

@@ -16,6 +16,7 @@ import pandas as pd
 from langchain_core.language_models.chat_models import BaseChatModel
 
 from triplesmith.chains.base import ExtractionChain
+from triplesmith.chains.spec import parse_spec
 from triplesmith.errors import EvaluatorError, ExperimentError
 from triplesmith.evaluators.base import Evaluator
 from triplesmith.evaluators.format_validity import TAG_PREFIX, TRIAGE_TAGS
@@ -79,11 +80,12 @@ def price_of(metadata: Mapping[str, Any], prices: Mapping[str, tuple[float, floa
 class ComparisonResult:
     """The comparison of several chains on one dataset.
 
-    table: one row per chain (index `chain`): `n`, `errors`; for each per-example metric its
-        mean and bootstrap 95 % interval (`M`, `M_low`, `M_high`); the corpus-level figures
-        (`carb_auc`, `carb_f1`, `benchie_f1`, `triple_micro_f1`, ...); `tag:NAME` rates;
-        `latency_s`, `tokens_in`, `tokens_out` (means per example) and `cost_usd` (the run's
-        total, NaN when the price is unknown).
+    table: one row per chain (index `chain`): `n` examples stored, `errors` among them whose
+        model call failed (not scored: every metric is over the other n - errors); for each
+        per-example metric its mean and bootstrap 95 % interval (`M`, `M_low`, `M_high`); the
+        corpus-level figures (`carb_auc`, `carb_f1`, `benchie_f1`, `triple_micro_f1`, ...);
+        `tag:NAME` rates; `latency_s`, `tokens_in`, `tokens_out` (means per example) and
+        `cost_usd` (the run's total, NaN when the price is unknown).
     per_example: long form, one row per (chain, example, feedback key): `score`, `error`.
     examples: one row per (chain, example): sentence, raw output, triples, tags with evidence.
     paired: each chain against the baseline (the first unless chosen), per metric: mean
@@ -152,7 +154,7 @@ def _row(
     prices: Mapping[str, tuple[float, float]],
 ) -> dict[str, Any]:
     rows = experiment.rows
-    row: dict[str, Any] = {"n": len(rows), "errors": sum(1 for r in rows if r.error)}
+    row: dict[str, Any] = {"n": len(rows), "errors": experiment.failed}
     for metric in metrics:
         mean, low, high = _interval(experiment.scores(metric))
         row.update({metric: mean, f"{metric}_low": low, f"{metric}_high": high})
@@ -372,6 +374,9 @@ def compare(
         chains = [c.strip() for c in chains.split(",") if c.strip()]
     if not chains:
         raise ExperimentError("compare needs at least one chain, e.g. ['few-shot:smollm2']")
+    for chain in chains:  # every spec is checked before the first chain runs
+        if isinstance(chain, str):
+            parse_spec(chain)
     names = [chain if isinstance(chain, str) else chain.spec for chain in chains]
     if isinstance(baseline, str):
         if baseline not in names:

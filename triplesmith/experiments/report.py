@@ -32,10 +32,12 @@ def _number(value: Any, digits: int = 3) -> str:
 
 
 def score_table(result: "ComparisonResult") -> pd.DataFrame:
-    """Per chain: each per-example metric's mean as `mean [low, high]` (95 % CI)."""
+    """Per chain: examples, errors (failed model calls, not scored), and each per-example
+    metric's mean over the scored examples as `mean [low, high]` (95 % CI)."""
     table = result.table
     shown = pd.DataFrame(index=table.index)
     shown["n"] = table["n"].astype(int).astype(str)
+    shown["errors"] = table["errors"].astype(int).astype(str)
     for metric in result.metrics:
         shown[metric] = [
             f"{_number(m)} [{_number(lo)}, {_number(hi)}]" if not math.isnan(m) else "n/a"
@@ -56,11 +58,10 @@ def corpus_table(result: "ComparisonResult") -> pd.DataFrame:
 
 
 def cost_table(result: "ComparisonResult") -> pd.DataFrame:
-    """Per chain: errors, mean latency, mean tokens and the estimated cost of the run."""
+    """Per chain: mean latency, mean tokens and the estimated cost of the run."""
     table = result.table
     return pd.DataFrame(
         {
-            "errors": table["errors"].astype(int).astype(str),
             "latency_s (mean)": [_number(v, 2) for v in table["latency_s"]],
             "tokens_in (mean)": [_number(v, 1) for v in table["tokens_in"]],
             "tokens_out (mean)": [_number(v, 1) for v in table["tokens_out"]],
@@ -146,12 +147,19 @@ def _truncate(text: str) -> str:
 
 def _header(result: "ComparisonResult") -> list[str]:
     n = int(result.table["n"].max()) if len(result.table) else 0
+    errors = int(result.table["errors"].sum()) if len(result.table) else 0
+    failed = (
+        f" {errors} examples failed (the model call raised): they are counted under errors, "
+        "not scored, and the next run of the same comparison retries them."
+        if errors
+        else ""
+    )
     return [
         f"# Chain comparison on `{result.dataset}`",
         "",
         f"{len(result.chains)} chains, {n} examples; generated "
         f"{datetime.now(UTC).strftime('%Y-%m-%d %H:%M UTC')}. Means with percentile-bootstrap "
-        "95 % intervals; corpus-level figures (CaRB AUC/F1, BenchIE, micro F1) have none.",
+        "95 % intervals; corpus-level figures (CaRB AUC/F1, BenchIE, micro F1) have none." + failed,
         "",
     ]
 
@@ -218,7 +226,7 @@ def render_markdown(result: "ComparisonResult", plots: dict[str, str] | None = N
             f"`{meta.get('adapter_hash')}`, prompt `{meta.get('prompt_id')}`, dataset hash "
             f"`{meta.get('dataset_hash')}`, commit `{meta.get('git_commit')}`; "
             f"{experiment.ran} run now, {experiment.skipped} reused from the store "
-            f"`{experiment.store}`"
+            f"`{experiment.store}`, {experiment.failed} failed"
             + (f"; LangSmith: {experiment.langsmith_url}" if experiment.langsmith_url else "")
         )
     return "\n".join(lines) + "\n"

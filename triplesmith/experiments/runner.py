@@ -1,11 +1,13 @@
 """`run_experiment`: one chain over one dataset through `langsmith.evaluate`, stored as it runs.
 
 The target is the extraction graph (extract, parse, triage, repair) for a chain spec, or the
-chain itself. Each finished example is written to the store by this function's thread as
-`evaluate` streams its rows (`blocking=False`): one writer, one transaction per example, right
-after that example's evaluators ran. A rerun with the same key sends only the unfinished
-examples to `evaluate`. Corpus-level feedback (CaRB AUC, BenchIE, micro F1) is computed from
-the store afterwards, so it covers every example however many runs it took.
+chain itself. Each example is written to the store by this function's thread as `evaluate`
+streams its rows (`blocking=False`): one writer, one transaction per example, right after that
+example's evaluators ran. An example whose model call failed is stored as failed, with its
+error and no scores; errors are not results. A rerun with the same key sends the examples not
+yet finished (never run, or failed) to `evaluate`, and a failed row is replaced by the new run.
+Corpus-level feedback (CaRB AUC, BenchIE, micro F1) is computed from the store afterwards over
+the finished examples, so it covers every answer however many runs it took.
 """
 
 import logging
@@ -55,8 +57,10 @@ Progress = Callable[[int, int], None]
 class ExperimentResult(BaseModel):
     """An experiment's stored examples (dataset order) and corpus-level feedback.
 
-    `skipped` examples were finished by an earlier run with the same key; `ran` were stored by
-    this one; `complete` is True when every selected example is stored.
+    `rows` holds finished and failed examples; `skipped` examples were finished by an earlier
+    run with the same key; `ran` were stored by this one (finished or failed); `failed` counts
+    the stored examples whose model call failed (no scores; the next run retries them);
+    `complete` is True when every selected example is stored and finished.
     """
 
     record: ExperimentRecord
@@ -77,8 +81,12 @@ class ExperimentResult(BaseModel):
         return self.record.chain
 
     @property
+    def failed(self) -> int:
+        return sum(row.failed for row in self.rows)
+
+    @property
     def complete(self) -> bool:
-        return len(self.rows) == self.total
+        return len(self.rows) == self.total and not self.failed
 
     def scores(self, key: str) -> list[float | None]:
         """Per-example scores of one feedback key, in dataset order."""
@@ -156,13 +164,15 @@ def _stored_row(
     if run is not None and run.end_time is not None:
         latency = (run.end_time - run.start_time).total_seconds()
     error = (run.error if run is not None else None) or outputs.get("error")
+    if error:  # a failed run: its error is kept with it, and it has no scores
+        outputs["error"] = str(error)
     return StoredExample(
         experiment=key,
         example_id=example.id,
         position=positions.get(example.id),
         example=example,
         outputs=outputs,
-        feedback=[_feedback(r) for r in row["evaluation_results"]["results"]],
+        feedback=[] if error else [_feedback(r) for r in row["evaluation_results"]["results"]],
         tags=names,
         error=str(error) if error else None,
         latency_s=latency,
@@ -305,6 +315,7 @@ def run_experiment(
         stored = {row.example_id: row for row in db.rows(key)}
         rows = [stored[e.id] for e in selected if e.id in stored]
         summary = _summarise(db, key, scorers, rows)
+        _warn_failed(key, rows)
         result = ExperimentResult(
             record=record,
             rows=rows,
@@ -332,11 +343,25 @@ def _dataset_name(label: str, fingerprint: str) -> str:
 def _summarise(
     db: ExperimentStore, key: str, scorers: Sequence[Evaluator], rows: Sequence[StoredExample]
 ) -> list[Feedback]:
-    if not rows:
-        return []
-    summary = summarise_all(scorers, [r.outputs for r in rows], [r.example for r in rows])
-    db.save_summary(key, summary, len(rows))
+    """Corpus-level feedback over the finished rows (failed ones have no answer to count)."""
+    finished = [r for r in rows if not r.failed]
+    summary = summarise_all(scorers, [r.outputs for r in finished], [r.example for r in finished])
+    db.save_summary(key, summary, len(finished))
     return summary
+
+
+def _warn_failed(key: str, rows: Sequence[StoredExample]) -> None:
+    failed = [r for r in rows if r.failed]
+    if failed:
+        logger.warning(
+            "experiment %s: %d of %d examples failed and are not scored (first: %s: %s); "
+            "run the same experiment again to retry them",
+            key,
+            len(failed),
+            len(rows),
+            failed[0].example_id,
+            failed[0].error,
+        )
 
 
 def _upload_summary(client: Client, experiment_id: str, summary: Sequence[Feedback]) -> None:

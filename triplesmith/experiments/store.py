@@ -1,9 +1,11 @@
-"""The local experiment store: one SQLite file in WAL mode, one row per finished example.
+"""The local experiment store: one SQLite file in WAL mode, one row per example run.
 
 Rows are written one transaction each, the moment an example's evaluators finish, so a killed
-run loses only the examples in flight; `UNIQUE(experiment, example_id)` makes a second write of
-the same example a no-op, so nothing is stored twice and a rerun skips what is done. Nothing
-secret goes in: metadata passes through `public_metadata` first.
+run loses only the examples in flight. A row is finished (its chain answered) or failed (the
+model call raised: `error` set, never scored). `UNIQUE(experiment, example_id)` keeps one row per
+example: a second write of a finished example is a no-op, so nothing is stored twice, while a
+write over a failed row replaces it, so a rerun retries exactly the failed examples and skips
+the finished ones. Nothing secret goes in: metadata passes through `public_metadata` first.
 """
 
 import json
@@ -62,6 +64,16 @@ CREATE TABLE IF NOT EXISTS summaries (
 );
 """
 
+# A new example is inserted; a stored failed one is replaced (all but its identity); a stored
+# finished one is left as it is (the write changes nothing and counts no row).
+_REPLACED = "position example outputs feedback tags error latency_s tokens_in tokens_out finished"
+_ADD_EXAMPLE = (
+    f"INSERT INTO examples VALUES ({', '.join('?' * 12)}) "
+    "ON CONFLICT (experiment, example_id) DO UPDATE SET "
+    + ", ".join(f"{column} = excluded.{column}" for column in _REPLACED.split())
+    + " WHERE examples.error IS NOT NULL"
+)
+
 
 def default_store_path() -> Path:
     """`$TRIPLESMITH_STORE`, else `~/.cache/triplesmith/experiments.sqlite`."""
@@ -104,11 +116,12 @@ class ExperimentRecord(BaseModel):
 
 
 class StoredExample(BaseModel):
-    """One finished example of an experiment.
+    """One example of an experiment, finished or failed.
 
     `outputs` is the run's outputs (the Extraction JSON, plus `tags`, `attempts` and `scores`
     when the graph ran); `tags` the triage tag names, None when no triage ran; `error` the
-    run's error, if it failed; `position` the example's index in its dataset.
+    run's error when it failed (then `feedback` is empty: a failed run is not scored);
+    `position` the example's index in its dataset.
     """
 
     experiment: str
@@ -123,6 +136,11 @@ class StoredExample(BaseModel):
     tokens_in: int = 0
     tokens_out: int = 0
     finished: str = Field(default_factory=_now)
+
+    @property
+    def failed(self) -> bool:
+        """True when the run failed: an error, not a result (retried by the next run)."""
+        return self.error is not None
 
     def score(self, key: str) -> float | None:
         """This example's score for a feedback key; None when absent or an evaluator error."""
@@ -231,10 +249,11 @@ class ExperimentStore:
     # --- examples ----------------------------------------------------------------------------
 
     def add(self, row: StoredExample) -> bool:
-        """Store one finished example; False (and nothing written) when it is already stored."""
+        """Store one example's run: True when written, False (nothing written) when the example
+        is already stored as finished. A stored failed row is replaced."""
         with self._transaction() as db:
             cursor = db.execute(
-                "INSERT OR IGNORE INTO examples VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                _ADD_EXAMPLE,
                 (
                     row.experiment,
                     row.example_id,
@@ -253,11 +272,21 @@ class ExperimentStore:
             return cursor.rowcount == 1
 
     def finished_ids(self, key: str) -> set[str]:
-        rows = self._query("SELECT example_id FROM examples WHERE experiment = ?", (key,))
+        """Ids of the examples whose run finished; failed ones are not, and run again."""
+        rows = self._query(
+            "SELECT example_id FROM examples WHERE experiment = ? AND error IS NULL", (key,)
+        )
+        return {row[0] for row in rows}
+
+    def failed_ids(self, key: str) -> set[str]:
+        """Ids of the examples stored as failed (their error kept until a rerun replaces them)."""
+        rows = self._query(
+            "SELECT example_id FROM examples WHERE experiment = ? AND error IS NOT NULL", (key,)
+        )
         return {row[0] for row in rows}
 
     def rows(self, key: str) -> list[StoredExample]:
-        """Every stored example of an experiment, in dataset order."""
+        """Every stored example of an experiment, finished and failed, in dataset order."""
         rows = self._query(
             "SELECT * FROM examples WHERE experiment = ? ORDER BY position, rowid", (key,)
         )

@@ -1,0 +1,207 @@
+"""The engine interface: many chat prompts in; text, token ids, log-probs, counts, finish out.
+
+Local chains hand their prompts to an engine and never decode themselves. An engine is an
+existing implementation (transformers' `generate`, a served model) wrapped to this small
+interface; what every engine shares lives here: the decoding options, the result of one
+prompt, and the coalescing of concurrent single calls (graph branches, `langsmith.evaluate`
+workers, `langgraph dev` requests) into one batched call.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Literal
+
+from triplesmith.errors import ChainError
+
+log = logging.getLogger(__name__)
+
+CANCELLED = "generation cancelled (the run was interrupted)"
+
+Messages = list[dict[str, str]]
+FinishReason = Literal["stop", "length", "repeat", "cancelled"]
+
+
+@dataclass(frozen=True)
+class GenerationOptions:
+    """Decoding controls of one chain (greedy always).
+
+    `max_new_tokens=None` sizes the budget to each sentence. `constrained` makes the answer a
+    JSON list of `{"s", "relation", "object"}` objects by construction, or JSON valid under
+    `json_schema` when one is given (a served request's; chains/engines/grammar.py).
+    `stop_repeats` ends a JSON answer at its first repeated item, `close_loops` closes a JSON
+    string that has started to repeat a phrase (both: chains/repeat_guard.py). `batch_size` is
+    the chain's own cap on rows per batch (None: the engine's default for its device).
+    """
+
+    max_new_tokens: int | None = None
+    repetition_penalty: float | None = None
+    no_repeat_ngram_size: int | None = None
+    stop_repeats: bool = True
+    close_loops: bool = True
+    constrained: bool = True
+    json_schema: str | None = None
+    batch_size: int | None = None
+
+    def budget(self, sentence_tokens: int) -> int:
+        """New-token budget: room for several triples of a sentence this long, bounded."""
+        if self.max_new_tokens is not None:
+            return self.max_new_tokens
+        return max(96, min(512, 32 + 5 * sentence_tokens))
+
+    def decoding(self) -> dict[str, object]:
+        """What changes the answers (part of an experiment's key); the batch size does not."""
+        return {
+            "max_new_tokens": self.max_new_tokens,
+            "repetition_penalty": self.repetition_penalty,
+            "no_repeat_ngram_size": self.no_repeat_ngram_size,
+            "stop_repeats": self.stop_repeats,
+            "close_loops": self.close_loops,
+            "constrained": self.constrained,
+            **({"json_schema": self.json_schema} if self.json_schema else {}),
+        }
+
+
+@dataclass
+class Generation:
+    """One prompt's continuation.
+
+    `pieces` are the decoded text of each token of `token_ids` (their concatenation is `text`),
+    `logprobs` the log-probability of each; `finish_reason` says why it ended: the model's own
+    end (`stop`), the token budget (`length`), a loop rule (`repeat`), or an interrupt.
+    """
+
+    text: str
+    token_ids: list[int]
+    pieces: list[str]
+    logprobs: list[float]
+    tokens_in: int
+    tokens_out: int
+    latency_s: float
+    finish_reason: FinishReason = "stop"
+
+
+@dataclass
+class _Request:
+    messages: Messages
+    sentence_tokens: int
+    options: GenerationOptions
+    future: Future = field(default_factory=Future)
+
+
+class Engine(ABC):
+    """A loaded model that generates for many chat prompts at once.
+
+    Subclasses set `model_name`, `model_hash`, `adapter_hash`, `context` and `default_batch`
+    and implement `count_tokens` and `generate`; `submit` coalesces concurrent single calls.
+    """
+
+    name = "engine"
+    model_name: str
+    model_hash: str
+    adapter_hash: str | None = None
+    context: int = 2048
+    default_batch: int = 32
+    window_s: float = 0.05
+    max_wait_s: float = 0.5
+
+    def __init__(self) -> None:
+        self._queue: queue.Queue[_Request] = queue.Queue()
+        self._worker: threading.Thread | None = None
+        self._worker_lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    @abstractmethod
+    def count_tokens(self, text: str) -> int: ...
+
+    @abstractmethod
+    def generate(
+        self,
+        prompts: Sequence[Messages],
+        sentence_tokens: Sequence[int],
+        options: GenerationOptions = GenerationOptions(),
+    ) -> list[Generation | Exception]:
+        """One result per prompt, in order: a Generation, or the exception of that prompt."""
+
+    def batch_size(self, options: GenerationOptions) -> int:
+        return options.batch_size or self.default_batch
+
+    def over_context(self, prompt_tokens: int, budget: int) -> ChainError | None:
+        """The error of a prompt that does not fit the context with its answer budget."""
+        if prompt_tokens + budget <= self.context:
+            return None
+        return ChainError(
+            f"the prompt is {prompt_tokens} tokens and needs {budget} more for the answer, "
+            f"over the model's context of {self.context}; shorten the sentence or use "
+            "fewer few-shot examples (k)"
+        )
+
+    # --- interrupting ----------------------------------------------------------------------
+
+    def cancel(self) -> None:
+        """Stop the generation in flight as soon as possible and refuse new work until
+        `resume()`; prompts in flight come back as ChainErrors (an interrupted run)."""
+        self._cancelled.set()
+
+    def resume(self) -> None:
+        self._cancelled.clear()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._cancelled.is_set()
+
+    # --- coalescing concurrent single calls ------------------------------------------------
+
+    def submit(
+        self, messages: Messages, sentence_tokens: int, options: GenerationOptions
+    ) -> Future:
+        """Queue one prompt; concurrent submissions within a short window share one batch."""
+        request = _Request(messages, sentence_tokens, options)
+        self._queue.put(request)
+        if self._worker is None or not self._worker.is_alive():
+            with self._worker_lock:
+                if self._worker is None or not self._worker.is_alive():
+                    self._worker = threading.Thread(target=self._drain, daemon=True)
+                    self._worker.start()
+        return request.future
+
+    def _drain(self) -> None:
+        while True:
+            first = self._queue.get()
+            pending = [first]
+            # Keep collecting while submissions keep arriving (evaluation threads start a few
+            # milliseconds apart), up to a full batch or `max_wait_s` after the first.
+            cap = time.monotonic() + self.max_wait_s
+            while len(pending) < self.batch_size(first.options):
+                remaining = min(self.window_s, cap - time.monotonic())
+                if remaining <= 0:
+                    break
+                try:
+                    pending.append(self._queue.get(timeout=remaining))
+                except queue.Empty:
+                    break
+            log.debug("generating for %d coalesced prompts", len(pending))
+            groups: dict[GenerationOptions, list[_Request]] = {}
+            for request in pending:
+                groups.setdefault(request.options, []).append(request)
+            for options, requests in groups.items():
+                try:
+                    results = self.generate(
+                        [r.messages for r in requests],
+                        [r.sentence_tokens for r in requests],
+                        options,
+                    )
+                except Exception as exc:
+                    results = [exc] * len(requests)
+                for request, result in zip(requests, results, strict=True):
+                    if isinstance(result, Exception):
+                        request.future.set_exception(result)
+                    else:
+                        request.future.set_result(result)

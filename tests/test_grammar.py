@@ -1,0 +1,131 @@
+"""Grammar-constrained decoding: whatever a model wants to write, the answer is a triple list.
+
+A scripted 'model' (scores that prefer the next token of a script, then closing tokens) is
+decoded greedily through the real llguidance grammar with the real SmolLM2 tokenizer, so these
+tests need no model weights.
+"""
+
+import json
+
+import pytest
+
+from triplesmith.chains.engines.grammar import (
+    MAX_FIELD_CHARS,
+    TRIPLES_SCHEMA,
+    GrammarProcessor,
+    grammar_for,
+)
+from triplesmith.chains.parser import parse_triples
+from triplesmith.errors import ChainError
+
+CANONICAL = '[{"s": "Paris", "relation": "is the capital of", "object": "France"}]'
+
+
+@pytest.fixture(scope="module")
+def tokenizer():  # noqa: ANN201
+    from transformers import AutoTokenizer
+
+    from triplesmith.models import convert_embedded
+
+    return AutoTokenizer.from_pretrained(str(convert_embedded("smollm2")))
+
+
+def decode(tokenizer, scripts: list[str], schema: str | None = None, budget: int = 160):  # noqa: ANN001, ANN201
+    """Greedy decoding of one row per script through the grammar. Each row's 'model' wants the
+    next token of its script while it is on script; once the grammar has made it write something
+    else, it prefers closing: end-of-sequence, then `"`, `}`, `]`, then a letter. Returns each
+    row's text and whether it ended by itself."""
+    import torch
+
+    vocab = len(tokenizer)
+    eos = tokenizer.eos_token_id
+    grammar = grammar_for(tokenizer, vocab, schema)
+    processor = GrammarProcessor(grammar, len(scripts), prompt_width=1)
+    wanted = [tokenizer.encode(s, add_special_tokens=False) + [eos] for s in scripts]
+    closing = [eos] + [
+        tokenizer.encode(c, add_special_tokens=False)[0] for c in ('"', "}", "]", "a")
+    ]
+    ids = [[eos] for _ in scripts]  # a one-token prompt
+    done = [False] * len(scripts)
+    for _ in range(budget):
+        scores = torch.full((len(scripts), vocab), -20.0)
+        for row, want in enumerate(wanted):
+            answer = ids[row][1:]
+            on_script = answer == want[: len(answer)]
+            if on_script and len(answer) < len(want):
+                scores[row, want[len(answer)]] = 10.0
+            for rank, token in enumerate(closing):
+                scores[row, token] = max(float(scores[row, token]), 5.0 - rank)
+        scores = processor(torch.tensor(ids), scores)
+        for row, token in enumerate(scores.argmax(dim=-1).tolist()):
+            if not done[row]:
+                if token == eos:
+                    done[row] = True
+                ids[row].append(token)
+            else:
+                ids[row].append(eos)  # padding after the end, as `generate` writes
+        if all(done):
+            break
+    texts = [tokenizer.decode([t for t in row[1:] if t != eos]) for row in ids]
+    return texts, done
+
+
+def assert_triple_list(text: str) -> list[dict]:
+    value = json.loads(text)
+    assert isinstance(value, list)
+    for item in value:
+        assert set(item) == {"s", "relation", "object"}
+        assert all(isinstance(v, str) and len(v) <= MAX_FIELD_CHARS for v in item.values())
+    return value
+
+
+def test_a_canonical_answer_is_left_exactly_as_the_model_wrote_it(tokenizer) -> None:  # noqa: ANN001
+    [text], [ended] = decode(tokenizer, [CANONICAL])
+    assert ended and text == CANONICAL
+    assert parse_triples(text).diagnostics.complete
+
+
+@pytest.mark.parametrize(
+    "script",
+    [
+        "Sure! Here are the triples: " + CANONICAL,
+        '[{"s":"Paris","relation":"capital"}]',  # compact, and no object
+        '{"triples": ' + CANONICAL + "}",
+        "```json\n" + CANONICAL + "\n```",
+        "Paris is the capital of France.",
+        '[{"s": "Paris", "relation": "is", "object": "a city", "note": "extra"}]',
+    ],
+)
+def test_whatever_the_model_wants_the_answer_is_a_triple_list(tokenizer, script: str) -> None:  # noqa: ANN001
+    [text], [ended] = decode(tokenizer, [script])
+    assert ended, text
+    assert_triple_list(text)
+    assert parse_triples(text).diagnostics.strategy == "json"
+
+
+def test_rows_of_a_batch_follow_their_own_grammar_state(tokenizer) -> None:  # noqa: ANN001
+    scripts = [CANONICAL, "No triples here.", CANONICAL.replace("France", "la France")]
+    texts, ended = decode(tokenizer, scripts)
+    assert all(ended)
+    assert texts[0] == CANONICAL and texts[2] == scripts[2]
+    assert assert_triple_list(texts[1]) is not None
+
+
+def test_a_served_schema_replaces_the_triple_list(tokenizer) -> None:  # noqa: ANN001
+    schema = json.dumps(
+        {
+            "type": "object",
+            "properties": {"triples": TRIPLES_SCHEMA},
+            "required": ["triples"],
+            "additionalProperties": False,
+        }
+    )
+    [text], [ended] = decode(tokenizer, [CANONICAL], schema=schema)
+    assert ended
+    value = json.loads(text)
+    assert set(value) == {"triples"} and isinstance(value["triples"], list)
+
+
+def test_an_invalid_schema_is_a_chain_error_naming_it(tokenizer) -> None:  # noqa: ANN001
+    with pytest.raises(ChainError, match="JSON schema"):
+        grammar_for(tokenizer, len(tokenizer), '{"type": "array", "items": ')
