@@ -3,6 +3,7 @@
 # the machine stays warm (its /tmp survives only then):
 #
 #   a: carry .carry/a            first half of the embedded GGUF + wheels -> staged in /tmp
+#   w: carry .carry/c            more wheels -> staged in /tmp (they do not fit beside a or b)
 #   b: carry .carry/b .carry/ds  second half + wheels + the CaRB/BenchIE gold: joins the GGUF,
 #                                installs the wheels and triplesmith into /tmp/site, converts
 #                                SmolLM2, then runs the study into /tmp/out
@@ -10,18 +11,20 @@
 #                                and examples are reused from /tmp/out)
 #   s: carry .carry/ds           the validation sweep (benchmarks/sweep_carb_validation.py,
 #                                SWEEP_ARGS) into /tmp/sweep; resumable the same way
-# THEN=s makes stage b go on to the sweep instead of the study.
+#   g: carry .carry/ds           the engines benchmark (benchmarks/bench_engines.py, BENCH_ARGS)
+#                                on all 634 CaRB test prompts, into $OUT/engines.json
+# THEN=s (or g) makes stage b go on to the sweep (or the engines benchmark) instead of the study.
 #
 # The embedded GGUF is 98 MB, over one call's 64 MiB carry limit, hence the two halves. Prepare
 # .carry/ here first (docs/results/carb/RUN.md has the recipe):
-#   .carry/a/{gguf.part1,whl/*.whl}, .carry/b/{gguf.part2,gguf.sha256,whl/*.whl},
+#   .carry/a/{gguf.part1,whl/*.whl}, .carry/b/{gguf.part2,gguf.sha256,whl/*.whl}, .carry/c/whl/*.whl,
 #   .carry/ds/{carb/{gold,sentences},benchie/gold_en.txt}
 # Usage on the device: bash benchmarks/run_carb_study_device.sh a|b|c [study seconds]
 # STUDY_LIMIT=N evaluates the first N test sentences only (a partial study; default: all 634);
 # STUDY_ARGS adds options of `triplesmith study` (e.g. "--concurrency 128").
 set -uo pipefail
 
-stage=${1:?usage: run_carb_study_device.sh a|b|c|s [timeout-seconds]}
+stage=${1:?usage: run_carb_study_device.sh a|w|b|c|s|g [timeout-seconds]}
 study_timeout=${2:-540}
 STAGE=/tmp/carbstage
 SITE=/tmp/site
@@ -53,6 +56,19 @@ a)
     df -h /tmp | tail -1
     say "stage a done"
     ;;
+w)
+    cp .carry/c/whl/*.whl "$STAGE/whl/" || exit 1
+    say "stage w: staged $(ls .carry/c/whl | wc -l) more wheels"
+    ;;
+g)
+    say "the engines benchmark: ${BENCH_ARGS:-}"
+    python3 -m pip install -q --no-deps --no-build-isolation --no-compile --target "$SITE" \
+        --upgrade . 2>&1 | grep -v "WARNING: Target directory" || true
+    timeout -k 15 -s INT "$study_timeout" python3 -P benchmarks/bench_engines.py \
+        --carb-dir .carry/ds/carb --n 634 --json "$OUT/engines.json" ${BENCH_ARGS:-} 2>&1 |
+        tee "$OUT/engines.log"
+    exit "${PIPESTATUS[0]}"
+    ;;
 b)
     say "stage b: joining the GGUF, installing wheels and triplesmith"
     cp .carry/b/whl/*.whl "$STAGE/whl/" || exit 1
@@ -77,8 +93,8 @@ EOF
     say "decode-step time against batch width (benchmarks/bench_generate.py)"
     [ -n "${SKIP_GEN_BENCH:-}" ] || python3 -P benchmarks/bench_generate.py --widths 1,64,256 --steps 64 || true
     say "install done"
-    if [ "${THEN:-c}" = s ]; then
-        exec bash "$0" s "$((${2:-565} - ($(date +%s) - t0)))"
+    if [ "${THEN:-c}" = s ] || [ "${THEN:-c}" = g ]; then
+        exec bash "$0" "$THEN" "$((${2:-565} - ($(date +%s) - t0)))"
     fi
     ;&
 c)
@@ -130,7 +146,7 @@ s)
     exit "$rc"
     ;;
 *)
-    echo "unknown stage $stage (a, b, c or s)" >&2
+    echo "unknown stage $stage (a, w, b, c, s or g)" >&2
     exit 2
     ;;
 esac

@@ -79,7 +79,8 @@ def test_engine_log_probs_are_those_of_the_greedy_tokens() -> None:
 
     engine = get_engine("smollm2")
     prompts = [[{"role": "user", "content": f"Extract triples: {s}"}] for s in SENTENCES[:2]]
-    ours = engine.generate(prompts, [8, 8], GenerationOptions(max_new_tokens=10))
+    # Unconstrained: the grammar's mask renormalises the log-probs over the allowed tokens.
+    ours = engine.generate(prompts, [8, 8], GenerationOptions(max_new_tokens=10, constrained=False))
     enc = engine.tokenizer(
         [engine.render(p) for p in prompts],
         return_tensors="pt",
@@ -110,7 +111,7 @@ def test_cancel_stops_a_generation_in_flight_and_resume_accepts_work_again() -> 
 
     engine = HFEngine("smollm2")
     prompt = [{"role": "user", "content": "Write the numbers from 1 to 1000, comma separated."}]
-    options = GenerationOptions(max_new_tokens=600)
+    options = GenerationOptions(max_new_tokens=600, constrained=False)
     results: list = []
     worker = threading.Thread(
         target=lambda: results.extend(engine.generate([prompt], [20], options))
@@ -126,7 +127,9 @@ def test_cancel_stops_a_generation_in_flight_and_resume_accepts_work_again() -> 
     assert CANCELLED in str(engine.generate([prompt], [20], options)[0])  # refused until resumed
 
     engine.resume()
-    [again] = engine.generate([prompt], [20], GenerationOptions(max_new_tokens=5))
+    [again] = engine.generate(
+        [prompt], [20], GenerationOptions(max_new_tokens=5, constrained=False)
+    )
     assert again.tokens_out == 5
 
 
@@ -135,7 +138,7 @@ def test_concurrent_single_calls_are_coalesced_into_one_generate(caplog) -> None
     import time
     from concurrent.futures import ThreadPoolExecutor
 
-    chain = get_chain("zero-shot:smollm2+max_new_tokens=4")
+    chain = get_chain("zero-shot:smollm2+max_new_tokens=4+constrained=false")
 
     def call(sentence: str):  # noqa: ANN202
         time.sleep(0.01 * len(sentence) % 0.03)  # workers start a few milliseconds apart
@@ -188,8 +191,9 @@ def test_the_repeat_guard_only_cuts_a_real_loop_short() -> None:
         "The bus to Kinsale leaves at 7:45.",
         "Ana Ruiz, a left-handed fencer from Valencia, has won the national title four times.",
     ]
-    free_options = GenerationOptions(120, stop_repeats=False, close_loops=False)
-    pairs = generate_twice(sentences, free_options, GenerationOptions(120, close_loops=False))
+    free = GenerationOptions(120, stop_repeats=False, close_loops=False, constrained=False)
+    guarded = GenerationOptions(120, close_loops=False, constrained=False)
+    pairs = generate_twice(sentences, free, guarded)
     looped = 0
     for f, g in pairs:
         if not any(repeats(f.text[: i + 1]) for i, char in enumerate(f.text) if char == "}"):
@@ -218,7 +222,8 @@ def test_closing_looping_strings_changes_only_answers_that_loop() -> None:
         "He was buried in the Abbey of the Psalms mausoleum at the Hollywood Forever Cemetery.",
         "Company officials said the current robust domestic demand helped sharply higher profit.",
     ]
-    off, on = GenerationOptions(160, close_loops=False), GenerationOptions(160)
+    off = GenerationOptions(160, close_loops=False, constrained=False)
+    on = GenerationOptions(160, constrained=False)
     for a, b in generate_twice(sentences, off, on):
         if a.text == b.text:
             continue

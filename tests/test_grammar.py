@@ -30,7 +30,13 @@ def tokenizer():  # noqa: ANN201
     return AutoTokenizer.from_pretrained(str(convert_embedded("smollm2")))
 
 
-def decode(tokenizer, scripts: list[str], schema: str | None = None, budget: int = 160):  # noqa: ANN001, ANN201
+def decode(  # noqa: ANN201
+    tokenizer,  # noqa: ANN001
+    scripts: list[str],
+    schema: str | None = None,
+    budget: int = 160,
+    reserve: bool = False,
+):
     """Greedy decoding of one row per script through the grammar. Each row's 'model' wants the
     next token of its script while it is on script; once the grammar has made it write something
     else, it prefers closing: end-of-sequence, then `"`, `}`, `]`, then a letter. Returns each
@@ -40,7 +46,7 @@ def decode(tokenizer, scripts: list[str], schema: str | None = None, budget: int
     vocab = len(tokenizer)
     eos = tokenizer.eos_token_id
     grammar = grammar_for(tokenizer, vocab, schema)
-    processor = GrammarProcessor(grammar, len(scripts), prompt_width=1)
+    processor = GrammarProcessor(grammar, len(scripts), 1, budget if reserve else None)
     wanted = [tokenizer.encode(s, add_special_tokens=False) + [eos] for s in scripts]
     closing = [eos] + [
         tokenizer.encode(c, add_special_tokens=False)[0] for c in ('"', "}", "]", "a")
@@ -129,3 +135,17 @@ def test_a_served_schema_replaces_the_triple_list(tokenizer) -> None:  # noqa: A
 def test_an_invalid_schema_is_a_chain_error_naming_it(tokenizer) -> None:  # noqa: ANN001
     with pytest.raises(ChainError, match="JSON schema"):
         grammar_for(tokenizer, len(tokenizer), '{"type": "array", "items": ')
+
+
+def test_near_the_end_of_the_budget_no_new_item_starts(tokenizer) -> None:  # noqa: ANN001
+    items = [
+        f'{{"s": "Item {i}", "relation": "is number", "object": "{i} of many"}}' for i in range(40)
+    ]
+    script = "[" + ", ".join(items) + "]"
+    [cut], [ended] = decode(tokenizer, [script], budget=120)
+    assert not ended  # without the reserve the budget cuts the list off
+    [text], [ended] = decode(tokenizer, [script], budget=120, reserve=True)
+    assert ended
+    value = assert_triple_list(text)
+    assert 2 <= len(value) < 40 and script.startswith(text[:-1])
+    assert len(tokenizer.encode(text, add_special_tokens=False)) <= 120

@@ -36,6 +36,9 @@ TRIPLES_SCHEMA: dict[str, Any] = {
     },
 }
 
+# Tokens at the end of the budget in which no new item starts (see GrammarProcessor).
+RESERVE = 48
+
 _COMPACT = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
 
 
@@ -67,6 +70,15 @@ class JsonGrammar:
         if error:
             raise ChainError(f"the JSON schema does not compile to a grammar: {error}")
         self.executor = _executor(llg)
+        closing = tokenizer.tokenize_str("]")
+        self.close_id: int | None = closing[0] if len(closing) == 1 else None
+        # Tokens that close an item and go on to the next (`"},` is one token in SmolLM2's
+        # vocabulary): banned near the end of the budget so that the item closes with `}`.
+        self.next_item_ids = [
+            i
+            for i in range(tokenizer.vocab_size)
+            if "}," in tokenizer.decode_str([i]) or "} ," in tokenizer.decode_str([i])
+        ]
 
     def matcher(self) -> Any:
         return self._llg.LLMatcher(self.tokenizer, self.grammar, log_level=0)
@@ -81,11 +93,17 @@ class GrammarProcessor:
     unconstrained from then on rather than forced into an invalid state.
     """
 
-    def __init__(self, grammar: JsonGrammar, rows: int, prompt_width: int) -> None:
+    def __init__(
+        self, grammar: JsonGrammar, rows: int, prompt_width: int, budget: int | None = None
+    ) -> None:
         import torch
 
         self.grammar = grammar
         self.prompt_width = prompt_width
+        # In the last `reserve` tokens of the budget no new item starts: an item closes with
+        # `}` rather than `},`, and where the grammar allows `]` it is written, so an answer
+        # ends before the budget cuts it.
+        self.reserve_from = None if budget is None else budget - min(RESERVE, budget // 4)
         self.matchers = [grammar.matcher() for _ in range(rows)]
         self.live = [True] * rows
         words = (grammar.vocab_size + 31) // 32
@@ -93,6 +111,7 @@ class GrammarProcessor:
         self._bits = torch.arange(32, dtype=torch.int32)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
+        import torch
 
         if input_ids.shape[1] > self.prompt_width:
             chosen = input_ids[:, -1].tolist()
@@ -113,16 +132,38 @@ class GrammarProcessor:
             self.bitmask.shape[1] * 4,
             self.bitmask.shape[0],
         )
-        allowed = ((self.bitmask.unsqueeze(-1) >> self._bits) & 1).bool()
-        allowed = allowed.view(self.bitmask.shape[0], -1)[:, : scores.shape[1]]
+        # The packed mask (one bit a token) travels to the scores' device and is unpacked there.
+        packed = self.bitmask.to(scores.device, non_blocking=True)
+        if self._bits.device != scores.device:
+            self._bits = self._bits.to(scores.device)
+        allowed = ((packed.unsqueeze(-1) >> self._bits) & 1).bool()
+        allowed = allowed.view(packed.shape[0], -1)[:, : scores.shape[1]]
         dead = [i for i, live in enumerate(self.live) if not live]
         if dead:
             allowed[dead] = True
-        return scores.masked_fill(~allowed.to(scores.device), float("-inf"))
-
-    def finished(self, row: int) -> bool:
-        """True when the row's answer is a complete triple list."""
-        return self.live[row] and self.matchers[row].is_accepting()
+        scores = scores.masked_fill(~allowed, float("-inf"))
+        written = input_ids.shape[1] - self.prompt_width
+        close = self.grammar.close_id
+        if self.reserve_from is not None and close is not None and written >= self.reserve_from:
+            live = torch.tensor(self.live, device=scores.device)
+            ban = self.grammar.next_item_ids
+            if ban:
+                banned = scores[:, ban].clone()
+                scores[:, ban] = float("-inf")
+                # Only where something else is still allowed (dead rows are left alone).
+                keep = ~live | ~torch.isfinite(scores).any(dim=1)
+                scores[keep.nonzero().flatten().unsqueeze(1), ban] = banned[keep]
+            # `]` where it ends the answer (then end-of-sequence is valid), not inside a string.
+            ending = [close, self.grammar.tokenizer.eos_token]
+            rows = [
+                i
+                for i, m in enumerate(self.matchers)
+                if self.live[i] and m.validate_tokens(ending) == 2
+            ]
+            if rows and written > 0:  # never an empty answer for want of budget
+                scores[rows] = float("-inf")
+                scores[rows, close] = 0.0
+        return scores
 
 
 # Key order matters: the grammar writes the properties in the schema's order (s, relation, object).

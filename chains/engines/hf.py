@@ -32,11 +32,11 @@ from triplesmith.training.manifest import adapter_hash
 log = logging.getLogger(__name__)
 
 # Rows per `generate`. On a CPU a decode step is memory-bound and grows with the rows. On a GPU a
-# step of a 135M model costs about the same from 64 rows up (benchmarks/bench_generate.py on the
-# H200: 18.5 ms a step for 1 row, 69.5 ms for 64, 59.7 ms for 256), so a GPU batch is as wide as
-# the sentences in flight allow.
+# step of a small model costs about the same however many rows it has (for SmolLM2-135M on the
+# H200, `generate` over 634 prompts at once was 2.4x faster than batches of 256: issue 17's
+# table), so a GPU batch is as wide as the sentences in flight allow.
 CPU_BATCH = 16
-GPU_BATCH = 256
+GPU_BATCH = 1024
 
 
 class _GreedyLogprobs:
@@ -67,6 +67,10 @@ class HFEngine(Engine):
     """A loaded transformers model + tokenizer that turns chat prompts into greedy generations."""
 
     name = "transformers"
+    # transformers' KV cache kind; None is its dynamic cache. "static" preallocates the cache and
+    # makes transformers compile the decode step (CUDA graphs) on a GPU: it pays off only when
+    # batch shapes repeat (benchmarks/bench_engines.py measures both).
+    cache_implementation: str | None = None
 
     def __init__(self, model: str = "smollm2", adapter: str | None = None) -> None:
         from triplesmith.models import load
@@ -165,14 +169,14 @@ class HFEngine(Engine):
         return [r if r is not None else ChainError("not generated") for r in results]
 
     def _processors(
-        self, rows: int, prompt_width: int, options: GenerationOptions
+        self, rows: int, prompt_width: int, budget: int, options: GenerationOptions
     ) -> tuple[list[Any], RepeatGuard | None, _GreedyLogprobs]:
         """The logits processors, in order: the grammar's mask, the loop rules (which may
         force closing tokens the grammar allows), then the log-prob recorder."""
         processors: list[Any] = []
         if options.constrained:
             grammar = grammar_for(self.tokenizer, self.vocab_size, options.json_schema)
-            processors.append(GrammarProcessor(grammar, rows, prompt_width))
+            processors.append(GrammarProcessor(grammar, rows, prompt_width, budget))
         guard = None
         if options.stop_repeats or options.close_loops:
             guard = RepeatGuard(
@@ -207,10 +211,9 @@ class HFEngine(Engine):
             repetition_penalty=options.repetition_penalty,
             no_repeat_ngram_size=options.no_repeat_ngram_size,
         )
-        if self.on_gpu:
-            # A preallocated KV cache: no re-allocation as answers grow.
-            config.cache_implementation = "static"
-        processors, guard, chosen = self._processors(len(texts), prompt_width, options)
+        if self.cache_implementation:
+            config.cache_implementation = self.cache_implementation
+        processors, guard, chosen = self._processors(len(texts), prompt_width, budget, options)
         with torch.inference_mode():
             sequences = self.model.generate(
                 **enc,
@@ -263,13 +266,19 @@ class HFEngine(Engine):
         )
 
     def _pieces(self, ids: list[int]) -> list[str]:
-        """Decoded text of each token, so that their concatenation is the decoded answer."""
-        pieces, previous = [], ""
+        """Decoded text of each token, so that their concatenation is the decoded answer.
+
+        Incremental detokenization over a short window (as TGI and vLLM do): a token that ends
+        inside a multi-byte character gets "" and the next one carries the character."""
+        pieces: list[str] = []
+        prefix = read = 0
+        decode = self.tokenizer.decode
         for end in range(1, len(ids) + 1):
-            current = self.tokenizer.decode(ids[:end], skip_special_tokens=True).rstrip("\ufffd")
-            if current.startswith(previous):
-                pieces.append(current[len(previous) :])
-                previous = current
+            before = decode(ids[prefix:read], skip_special_tokens=True)
+            after = decode(ids[prefix:end], skip_special_tokens=True)
+            if len(after) > len(before) and not after.endswith("\ufffd"):
+                pieces.append(after[len(before) :])
+                prefix, read = read, end
             else:
                 pieces.append("")
         return pieces

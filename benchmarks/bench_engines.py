@@ -1,0 +1,233 @@
+"""Local engines side by side on the same CaRB test prompts, greedy, the same token cap.
+
+Usage: python benchmarks/bench_engines.py [--carb-dir ../shared/datasets/carb] [--n 8]
+       [--max-new-tokens 96] [--prompts zero-shot,few-shot[,fine-tuned]] [--adapter DIR]
+       [--engines generate,hf,hf-free] [--json OUT.json]
+
+Each engine runs in a process of its own (so peak RSS is that engine's alone):
+- `generate`: plain transformers `model.generate`, one left-padded batch (the baseline);
+- `hf`: triplesmith's transformers engine as chains use it (triple-list grammar, loop rules);
+- `hf-free`: the same engine unconstrained (no grammar, no loop rules): the raw model;
+- `hf-static`: `hf` with a static KV cache (transformers compiles the decode step on a GPU);
+and, for each, the first sentence alone (warm), then all N sentences as one batch. Agreement is
+the share of sentences whose parsed triples equal the `generate` baseline's. `fine-tuned`
+prompts are the zero-shot prompt on the base plus `--adapter`.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ENGINES = ("generate", "hf", "hf-free", "hf-static")
+
+
+def machine() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name(0)}, torch {torch.__version__}"
+    cpu = platform.processor() or platform.machine()
+    return f"{cpu} CPU, {torch.get_num_threads()} threads, torch {torch.__version__}"
+
+
+def prompts_for(kind: str, sentences: list[str]) -> list[list[dict[str, str]]]:
+    from triplesmith.chains.prompt import build_messages
+    from triplesmith.chains.shots import ShotSelector
+    from triplesmith.data.registry import load_dataset
+
+    if kind == "few-shot":
+        selector = ShotSelector(load_dataset("sample", split="train"), 3, seed=0)
+        return [build_messages(s, selector.for_sentence(s)) for s in sentences]
+    return [build_messages(s, []) for s in sentences]
+
+
+def run_generate(model_name: str, adapter: str | None, prompts: list, cap: int) -> dict[str, Any]:
+    """Plain `model.generate`: one left-padded batch, greedy, `cap` new tokens at most."""
+    import torch
+
+    from triplesmith.models import load
+
+    model, tokenizer = load(model_name)
+    if adapter:
+        from peft import PeftModel
+
+        model = PeftModel.from_pretrained(model, adapter).merge_and_unload()
+    tokenizer.padding_side = "left"
+    texts = [
+        tokenizer.apply_chat_template(p, tokenize=False, add_generation_prompt=True)
+        for p in prompts
+    ]
+
+    def generate(batch: list[str]) -> tuple[list[str], int]:
+        enc = tokenizer(batch, return_tensors="pt", padding=True, add_special_tokens=False)
+        enc = enc.to(model.device)
+        with torch.inference_mode():
+            out = model.generate(
+                **enc, max_new_tokens=cap, do_sample=False, pad_token_id=tokenizer.pad_token_id
+            )
+        new = out[:, enc["input_ids"].shape[1] :]
+        answers = tokenizer.batch_decode(new, skip_special_tokens=True)
+        tokens = int((new != tokenizer.pad_token_id).sum())
+        return answers, tokens
+
+    generate(texts[:1])  # warm-up
+    started = time.perf_counter()
+    generate(texts[:1])
+    one = time.perf_counter() - started
+    started = time.perf_counter()
+    answers, tokens = generate(texts)
+    return {
+        "one_s": one,
+        "batch_s": time.perf_counter() - started,
+        "tokens": tokens,
+        "answers": answers,
+    }
+
+
+def run_engine(
+    model_name: str, adapter: str | None, prompts: list, cap: int, variant: str
+) -> dict[str, Any]:
+    """triplesmith's transformers engine, as a chain calls it."""
+    from triplesmith.chains.engines import GenerationOptions, HFEngine
+
+    engine = HFEngine(model_name, adapter=adapter)
+    if variant == "hf-static":
+        engine.cache_implementation = "static"
+    free = variant == "hf-free"
+    options = GenerationOptions(
+        max_new_tokens=cap,
+        constrained=not free,
+        stop_repeats=not free,
+        close_loops=not free,
+        batch_size=len(prompts),
+    )
+    sizes = [20] * len(prompts)
+    engine.generate(prompts[:1], sizes[:1], options)  # warm-up (and the grammar's compile)
+    started = time.perf_counter()
+    engine.generate(prompts[:1], sizes[:1], options)
+    one = time.perf_counter() - started
+    started = time.perf_counter()
+    results = engine.generate(prompts, sizes, options)
+    batch = time.perf_counter() - started
+    answers = [r.text if not isinstance(r, Exception) else "" for r in results]
+    finish = [r.finish_reason if not isinstance(r, Exception) else "error" for r in results]
+    tokens = sum(r.tokens_out for r in results if not isinstance(r, Exception))
+    return {"one_s": one, "batch_s": batch, "tokens": tokens, "answers": answers, "finish": finish}
+
+
+def worker(args: argparse.Namespace) -> None:
+    from triplesmith.data.carb import read_carb_gold
+
+    examples = read_carb_gold(args.carb_dir / "gold" / "test.tsv", "test")[: args.n]
+    sentences = [e.sentence for e in examples]
+    adapter = args.adapter if args.prompt_kind == "fine-tuned" else None
+    prompts = prompts_for(args.prompt_kind, sentences)
+    if args.worker == "generate":
+        result = run_generate(args.model, adapter, prompts, args.max_new_tokens)
+    else:
+        result = run_engine(args.model, adapter, prompts, args.max_new_tokens, args.worker)
+    result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    result["machine"] = machine()
+    print(json.dumps(result))
+
+
+def triples_of(answer: str) -> list[tuple[str, str, str]]:
+    from triplesmith.chains.parser import parse_triples
+
+    return [t.as_tuple() for t in parse_triples(answer).triples]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--carb-dir", type=Path, default=Path("../shared/datasets/carb"))
+    parser.add_argument("--model", default="smollm2")
+    parser.add_argument("--n", type=int, default=8)
+    parser.add_argument("--max-new-tokens", type=int, default=96)
+    parser.add_argument("--prompts", default="zero-shot,few-shot")
+    parser.add_argument("--adapter", default=None)
+    parser.add_argument("--engines", default="generate,hf,hf-free")
+    parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--prompt-kind", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+
+    kinds = [k for k in args.prompts.split(",") if k]
+    if "fine-tuned" in kinds and not args.adapter:
+        parser.error("the fine-tuned prompts need --adapter DIR")
+    engines = [e for e in args.engines.split(",") if e]
+    unknown = sorted(set(engines) - set(ENGINES))
+    if unknown:
+        parser.error(f"unknown engines {unknown}; use {', '.join(ENGINES)}")
+    rows: list[dict[str, Any]] = []
+    for kind in kinds:
+        baseline: list[str] | None = None
+        for engine in engines:
+            command = [sys.executable, __file__, "--worker", engine, "--prompt-kind", kind]
+            command += ["--carb-dir", str(args.carb_dir), "--model", args.model]
+            command += ["--n", str(args.n), "--max-new-tokens", str(args.max_new_tokens)]
+            if args.adapter:
+                command += ["--adapter", args.adapter]
+            done = subprocess.run(command, capture_output=True, text=True)
+            if done.returncode != 0:
+                print(f"{engine} / {kind} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+                continue
+            result = json.loads(done.stdout.strip().splitlines()[-1])
+            if engine == "generate":
+                baseline = result["answers"]
+            same = None
+            if baseline is not None:
+                pairs = zip(result["answers"], baseline, strict=True)
+                same = sum(triples_of(a) == triples_of(b) for a, b in pairs) / len(baseline)
+            finish = result.get("finish") or []
+            rows.append(
+                {
+                    "prompts": kind,
+                    "engine": engine,
+                    "one_s": result["one_s"],
+                    "batch_s": result["batch_s"],
+                    "sent_per_s": args.n / result["batch_s"],
+                    "tok_per_s": result["tokens"] / result["batch_s"],
+                    "peak_rss_mb": result["peak_rss_mb"],
+                    "agreement": same,
+                    "ended_by_itself": finish.count("stop") / len(finish) if finish else None,
+                    "machine": result["machine"],
+                }
+            )
+    print(
+        f"machine: {rows[0]['machine'] if rows else '?'}; {args.n} CaRB test sentences, "
+        f"greedy, at most {args.max_new_tokens} new tokens"
+    )
+    print(
+        "| prompts | engine | one sentence | batch | sent/s | out tok/s | peak RSS | "
+        "same triples as generate | ended by itself |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        agree = "–" if r["agreement"] is None else f"{r['agreement']:.0%}"
+        ended = "–" if r["ended_by_itself"] is None else f"{r['ended_by_itself']:.0%}"
+        print(
+            f"| {r['prompts']} | {r['engine']} | {r['one_s']:.2f} s | {r['batch_s']:.2f} s | "
+            f"{r['sent_per_s']:.2f} | {r['tok_per_s']:.0f} | {r['peak_rss_mb'] / 1024:.2f} GB | "
+            f"{agree} | {ended} |"
+        )
+    by_kind: dict[str, dict[str, float]] = {}
+    for r in rows:
+        by_kind.setdefault(r["prompts"], {})[r["engine"]] = r["sent_per_s"]
+    for kind, speeds in by_kind.items():
+        if "generate" in speeds and "hf" in speeds:
+            print(f"{kind}: hf / generate sentences/s = {speeds['hf'] / speeds['generate']:.2f}x")
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=2))
+
+
+if __name__ == "__main__":
+    main()
