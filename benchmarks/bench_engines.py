@@ -2,13 +2,16 @@
 
 Usage: python benchmarks/bench_engines.py [--carb-dir ../shared/datasets/carb] [--n 8]
        [--max-new-tokens 96] [--prompts zero-shot,few-shot[,fine-tuned]] [--adapter DIR]
-       [--engines generate,hf,hf-free] [--json OUT.json]
+       [--engines generate,hf,hf-free,onnx,onnx-free] [--json OUT.json]
 
 Each engine runs in a process of its own (so peak RSS is that engine's alone):
 - `generate`: plain transformers `model.generate`, one left-padded batch (the baseline);
 - `hf`: triplesmith's transformers engine as chains use it (triple-list grammar, loop rules);
 - `hf-free`: the same engine unconstrained (no grammar, no loop rules): the raw model;
 - `hf-static`: `hf` with a static KV cache (transformers compiles the decode step on a GPU);
+- `onnx`: the onnxruntime-genai engine (chains/engines/onnx.py, fp32) as chains use it
+  (triple-list grammar through its llguidance, one prompt per generator; no loop rules);
+- `onnx-free`: the same engine unconstrained (right-padded batches): the raw model;
 and, for each, the first sentence alone (warm), then all N sentences as one batch. Agreement is
 the share of sentences whose parsed triples equal the `generate` baseline's. `fine-tuned`
 prompts are the zero-shot prompt on the base plus `--adapter`.
@@ -24,7 +27,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENGINES = ("generate", "hf", "hf-free", "hf-static")
+ENGINES = ("generate", "hf", "hf-free", "hf-static", "onnx", "onnx-free")
 
 
 def machine() -> str:
@@ -93,13 +96,19 @@ def run_generate(model_name: str, adapter: str | None, prompts: list, cap: int) 
 def run_engine(
     model_name: str, adapter: str | None, prompts: list, cap: int, variant: str
 ) -> dict[str, Any]:
-    """triplesmith's transformers engine, as a chain calls it."""
+    """A triplesmith engine (transformers for `hf*`, onnxruntime-genai for `onnx*`), as a chain
+    calls it."""
     from triplesmith.chains.engines import GenerationOptions, HFEngine
 
-    engine = HFEngine(model_name, adapter=adapter)
+    if variant.startswith("onnx"):
+        from triplesmith.chains.engines.onnx import OnnxEngine
+
+        engine = OnnxEngine(model_name, adapter=adapter)  # exported before the timings
+    else:
+        engine = HFEngine(model_name, adapter=adapter)
     if variant == "hf-static":
         engine.cache_implementation = "static"
-    free = variant == "hf-free"
+    free = variant.endswith("-free")
     options = GenerationOptions(
         max_new_tokens=cap,
         constrained=not free,
@@ -112,13 +121,26 @@ def run_engine(
     started = time.perf_counter()
     engine.generate(prompts[:1], sizes[:1], options)
     one = time.perf_counter() - started
+    first = None
+    if variant == "hf-static":
+        # The first batch of a shape compiles the decode step; the timed one replays it.
+        started = time.perf_counter()
+        engine.generate(prompts, sizes, options)
+        first = time.perf_counter() - started
     started = time.perf_counter()
     results = engine.generate(prompts, sizes, options)
     batch = time.perf_counter() - started
     answers = [r.text if not isinstance(r, Exception) else "" for r in results]
     finish = [r.finish_reason if not isinstance(r, Exception) else "error" for r in results]
     tokens = sum(r.tokens_out for r in results if not isinstance(r, Exception))
-    return {"one_s": one, "batch_s": batch, "tokens": tokens, "answers": answers, "finish": finish}
+    return {
+        "one_s": one,
+        "batch_s": batch,
+        "first_batch_s": first,
+        "tokens": tokens,
+        "answers": answers,
+        "finish": finish,
+    }
 
 
 def worker(args: argparse.Namespace) -> None:

@@ -1,4 +1,14 @@
-"""Engines: what local chains hand their prompts to (chains/engines/base.py is the interface)."""
+"""Engines: what local chains hand their prompts to (chains/engines/base.py is the interface).
+
+`get_engine` picks one: `TRIPLESMITH_ENGINE` (`hf` or `onnx`) or `kind` when given, else
+transformers (chains/engines/hf.py) on every machine. Chosen by measurement
+(benchmarks/RESULTS.md, "Engines side by side"): on a 2-core CPU onnxruntime-genai
+(chains/engines/onnx.py, the `onnx` extra) answers one sentence faster and in less memory, but
+its constrained prompts run one at a time, so batches are slower than the transformers
+engine's, and it has no loop rules; on a GPU transformers is the engine.
+"""
+
+import os
 
 from triplesmith.chains.engines.base import (
     CANCELLED,
@@ -6,6 +16,44 @@ from triplesmith.chains.engines.base import (
     Generation,
     GenerationOptions,
 )
-from triplesmith.chains.engines.hf import HFEngine, get_engine
+from triplesmith.chains.engines.hf import HFEngine, get_hf_engine
+from triplesmith.errors import ChainError
 
-__all__ = ["CANCELLED", "Engine", "Generation", "GenerationOptions", "HFEngine", "get_engine"]
+KINDS = ("hf", "onnx")
+
+
+def engine_kind(kind: str | None = None) -> str:
+    """The engine kind for this machine (see the module docstring)."""
+    kind = kind or os.environ.get("TRIPLESMITH_ENGINE") or None
+    if kind is not None:
+        if kind not in KINDS:
+            raise ChainError(
+                f"unknown engine {kind!r} (TRIPLESMITH_ENGINE or kind); use one of: "
+                + ", ".join(KINDS)
+            )
+        return kind
+    return "hf"
+
+
+def get_engine(
+    model: str = "smollm2", adapter: str | None = None, kind: str | None = None
+) -> Engine:
+    """The process-wide engine of the chosen kind for (model, adapter), loaded on first use."""
+    if engine_kind(kind) == "onnx":
+        from triplesmith.chains.engines.onnx import get_onnx_engine
+
+        return get_onnx_engine(model, adapter)
+    return get_hf_engine(model, adapter)
+
+
+__all__ = [
+    "CANCELLED",
+    "KINDS",
+    "Engine",
+    "Generation",
+    "GenerationOptions",
+    "HFEngine",
+    "engine_kind",
+    "get_engine",
+    "get_hf_engine",
+]

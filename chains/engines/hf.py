@@ -296,8 +296,8 @@ _ENGINES: dict[tuple[str, str | None], HFEngine] = {}
 _ENGINES_LOCK = threading.Lock()
 
 
-def get_engine(model: str = "smollm2", adapter: str | None = None) -> HFEngine:
-    """The process-wide engine for (model, adapter): loaded on first use, reused afterwards."""
+def get_hf_engine(model: str = "smollm2", adapter: str | None = None) -> HFEngine:
+    """The process-wide transformers engine for (model, adapter): loaded on first use, reused afterwards."""
     key = (model, str(Path(adapter).resolve()) if adapter else None)
     with _ENGINES_LOCK:
         if key not in _ENGINES:
