@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, ValidationError, field_validator
 from rich.console import Console
 
 from triplesmith.data.jsonl import write_jsonl
@@ -39,23 +39,39 @@ class StudyConfig(BaseModel):
     benchie_dir: Path | None = None
     # training
     method: Literal["auto", "lora", "qlora"] = "auto"
-    epochs: float = 3.0
-    max_steps: int | None = None
-    batch_size: int = 8
-    learning_rate: float = 2e-4
-    max_seq_len: int = 512
+    epochs: float = Field(3.0, gt=0, le=1000)
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int = Field(8, ge=1, le=4096)
+    grad_accum: int = Field(1, ge=1, le=1024)  # micro-batches per optimizer step
+    learning_rate: float = Field(2e-4, gt=0, lt=1)
+    max_seq_len: int = Field(512, ge=16, le=131072)
     group_by_length: bool = False  # batches of similar lengths: less padding when not packing
     # evaluation
-    k: int | None = None  # few-shot examples; default: settings.few_shot_k
-    limit: int | None = None
-    max_new_tokens: int | None = None
-    max_concurrency: int = 16  # examples in flight; local chains batch them into one generate
-    max_repairs: int | None = None  # the graph's re-asks after a format error; default settings
+    k: int | None = Field(None, ge=0, le=64)  # few-shot examples; default: settings.few_shot_k
+    limit: int | None = Field(None, ge=1)
+    max_new_tokens: int | None = Field(None, ge=1, le=4096)
+    # examples in flight; local chains batch them into one generate
+    max_concurrency: int = Field(16, ge=1, le=4096)
+    # the graph's re-asks after a format error; default settings
+    max_repairs: int | None = Field(None, ge=0, le=5)
     evaluators: list[str] = Field(default_factory=lambda: ["triple-f1", "format", "carb"])
     openai_model: str = "gpt-4o-mini"
     openai_ft_model: str | None = None
     judge_model: str | None = None
-    curate_below: float = 0.5
+    curate_below: float = Field(0.5, ge=0, le=1)
+
+    @field_validator("evaluators")
+    @classmethod
+    def _known_evaluators(cls, names: list[str]) -> list[str]:
+        from triplesmith.evaluators.registry import EVALUATOR_NAMES
+
+        unknown = [name for name in names if name not in EVALUATOR_NAMES]
+        if unknown or not names:
+            raise ValueError(
+                f"unknown evaluator {', '.join(map(repr, unknown)) or '(none given)'}; "
+                f"valid evaluators are {', '.join(EVALUATOR_NAMES)}"
+            )
+        return names
 
     @classmethod
     def from_preset(cls, preset: Preset, out: Path, **overrides: Any) -> "StudyConfig":
@@ -84,7 +100,13 @@ class StudyConfig(BaseModel):
             },
         }
         given = {key: value for key, value in overrides.items() if value is not None}
-        return cls(preset=preset, out=out, **{**presets[preset], **given})
+        try:
+            return cls(preset=preset, out=out, **{**presets[preset], **given})
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"{'.'.join(map(str, e['loc'])) or 'study'}: {e['msg']}" for e in exc.errors()
+            )
+            raise ExperimentError(f"study settings refused before any work: {problems}") from None
 
 
 def _digest(*parts: Any) -> str:
@@ -186,6 +208,7 @@ def _train(
         epochs=config.epochs,
         max_steps=config.max_steps,
         batch_size=config.batch_size,
+        grad_accum=config.grad_accum,
         learning_rate=config.learning_rate,
         max_seq_len=config.max_seq_len,
         group_by_length=config.group_by_length or None,
@@ -243,6 +266,11 @@ def run_study(
     to the `runs` history in `OUT/stages.json` (the report gives the total wall time)."""
     started_at = time.strftime("%Y-%m-%dT%H:%M:%S")
     started = time.perf_counter()
+    # Every chain spec the study will run parses (ranges, options) before any stage starts.
+    from triplesmith.chains.spec import parse_spec
+
+    for spec in study_chains(config, config.out / "data", config.out / "adapter"):
+        parse_spec(spec)
     config.out.mkdir(parents=True, exist_ok=True)
     outcome = "interrupted"
     try:
