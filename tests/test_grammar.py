@@ -82,6 +82,7 @@ def assert_triple_list(text: str) -> list[dict]:
     for item in value:
         assert set(item) == {"s", "relation", "object"}
         assert all(isinstance(v, str) and len(v) <= MAX_FIELD_CHARS for v in item.values())
+        assert all(v and v == v.strip() for v in item.values())  # never empty or padded
     return value
 
 
@@ -100,6 +101,7 @@ def test_a_canonical_answer_is_left_exactly_as_the_model_wrote_it(tokenizer) -> 
         "```json\n" + CANONICAL + "\n```",
         "Paris is the capital of France.",
         '[{"s": "Paris", "relation": "is", "object": "a city", "note": "extra"}]',
+        '[{"s": "Paris", "relation": "", "object": " France "}]',  # empty and padded fields
     ],
 )
 def test_whatever_the_model_wants_the_answer_is_a_triple_list(tokenizer, script: str) -> None:  # noqa: ANN001

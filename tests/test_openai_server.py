@@ -80,7 +80,9 @@ def test_the_server_lists_the_base_model_and_the_served_adapter(server: str) -> 
 def test_a_fine_tuned_chain_on_the_server_gets_schema_valid_json_and_confidences(
     server: str,
 ) -> None:
-    chain = build_chain(f"openai-ft:smollm2+base_url={server}", settings=no_key_settings())
+    chain = build_chain(
+        f"openai-ft:smollm2+base_url={server}+timeout=600", settings=no_key_settings()
+    )
     extractions = chain.batch([{"sentence": s} for s in SENTENCES])
     # The base model answers the zero-shot prompt for Paris with a triple, under the grammar.
     assert any(e.triples for e in extractions), [e.raw for e in extractions]
@@ -96,7 +98,9 @@ def test_a_fine_tuned_chain_on_the_server_gets_schema_valid_json_and_confidences
 
 
 def test_a_served_adapter_answers_by_its_name(server: str) -> None:
-    tuned = build_chain(f"openai-ft:tuned+base_url={server}", settings=no_key_settings())
+    tuned = build_chain(
+        f"openai-ft:tuned+base_url={server}+timeout=600", settings=no_key_settings()
+    )
     extraction = tuned.invoke({"sentence": SENTENCES[1]})
     assert extraction.error is None and isinstance(json.loads(extraction.raw), list)
 
@@ -107,7 +111,7 @@ def test_a_served_adapter_answers_by_its_name(server: str) -> None:
             "max_tokens": 12,
             "logprobs": True,
         }
-        reply = httpx.post(f"{server}/chat/completions", json=body, timeout=120)
+        reply = httpx.post(f"{server}/chat/completions", json=body, timeout=600)
         assert reply.status_code == 200, reply.text
         return reply.json()
 
@@ -121,7 +125,9 @@ def test_a_served_adapter_answers_by_its_name(server: str) -> None:
 
 
 def test_a_few_shot_chain_gets_structured_output_through_the_json_schema(server: str) -> None:
-    chain = build_chain(f"few-shot:openai:smollm2+base_url={server}", settings=no_key_settings())
+    chain = build_chain(
+        f"few-shot:openai:smollm2+base_url={server}+timeout=600", settings=no_key_settings()
+    )
     extraction = chain.invoke({"sentence": SENTENCES[1]})
     assert extraction.error is None, extraction.error
     assert extraction.structured  # LangChain parsed the schema-shaped answer
@@ -137,6 +143,6 @@ def test_requests_the_server_cannot_honour_are_refused_by_name(server: str) -> N
         ({**body, "response_format": {"type": "json_schema", "json_schema": {}}}, "schema"),
     ]
     for request, words in cases:
-        reply = httpx.post(f"{server}/chat/completions", json=request, timeout=60)
+        reply = httpx.post(f"{server}/chat/completions", json=request, timeout=600)
         assert reply.status_code in (400, 404), reply.text
         assert words in reply.json()["error"]["message"]

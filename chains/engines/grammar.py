@@ -22,15 +22,20 @@ from triplesmith.errors import ChainError
 # latest here (the loop rules of chains/repeat_guard.py usually close it much earlier).
 MAX_FIELD_CHARS = 200
 
+# A field is never empty and never starts or ends with whitespace (the parser drops an item
+# with an empty field, so an empty string would be a format error by construction).
+_FIELD: dict[str, Any] = {
+    "type": "string",
+    "minLength": 1,
+    "maxLength": MAX_FIELD_CHARS,
+    "pattern": r"^\S(.*\S)?$",
+}
+
 TRIPLES_SCHEMA: dict[str, Any] = {
     "type": "array",
     "items": {
         "type": "object",
-        "properties": {
-            "s": {"type": "string", "maxLength": MAX_FIELD_CHARS},
-            "relation": {"type": "string", "maxLength": MAX_FIELD_CHARS},
-            "object": {"type": "string", "maxLength": MAX_FIELD_CHARS},
-        },
+        "properties": {"s": _FIELD, "relation": _FIELD, "object": _FIELD},
         "required": ["s", "relation", "object"],
         "additionalProperties": False,
     },
