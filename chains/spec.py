@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, Field
 
 from triplesmith.errors import ChainError
+from triplesmith.redaction import redact_url
 
 KINDS = ("few-shot", "zero-shot", "hf", "openai-ft")
 DEFAULT_MODEL = "smollm2"
@@ -241,7 +242,12 @@ class ChainSpec(BaseModel):
         return self.model.removeprefix("openai:")
 
     def __str__(self) -> str:
-        opts = "".join(f"+{key}={_show(value)}" for key, value in sorted(self.options.items()))
+        """The canonical spec; a `base_url` is shown with its credentials redacted (the string
+        names the chain in stores, reports and LangSmith; the chain itself keeps the URL)."""
+        opts = "".join(
+            f"+{key}={redact_url(str(value)) if key == 'base_url' else _show(value)}"
+            for key, value in sorted(self.options.items())
+        )
         return f"{self.kind}:{self.model}{opts}"
 
 

@@ -560,6 +560,8 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _authorized(self) -> bool:
         header = self.headers.get("authorization", "")
+        if header.startswith("Basic ") and self.owner.api_key is None:
+            return True  # user:password in the base URL (a server behind a proxy's basic auth)
         token = header.removeprefix("Bearer ").strip()
         if not header.startswith("Bearer ") or not token:
             return False

@@ -10,6 +10,8 @@ from typing import Any
 
 from pydantic import BaseModel, Field, SecretStr
 
+from triplesmith.redaction import redact_url
+
 
 class TriageThresholds(BaseModel):
     """Named thresholds of the triage rules (graph/triage.py). Fuzzy scores are rapidfuzz's 0-100."""
@@ -86,7 +88,10 @@ class Settings(BaseModel):
 
     def public_dict(self) -> dict[str, Any]:
         """The settings without secrets, safe to write into manifests and reports."""
-        return self.model_dump(mode="json", exclude={"openai_api_key", "langsmith_api_key"})
+        public = self.model_dump(mode="json", exclude={"openai_api_key", "langsmith_api_key"})
+        if public.get("openai_base_url"):
+            public["openai_base_url"] = redact_url(public["openai_base_url"])
+        return public
 
 
 @lru_cache(maxsize=1)
