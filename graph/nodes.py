@@ -10,7 +10,7 @@ from triplesmith.chains.parser import ParseDiagnostics, parse_triples
 from triplesmith.chains.registry import get_chain
 from triplesmith.chains.spec import ChainSpec, parse_spec
 from triplesmith.errors import ChainError, InvalidInputError
-from triplesmith.graph.state import BranchState, ExtractorState
+from triplesmith.graph.state import BranchState, ExtractorContext, ExtractorState
 from triplesmith.graph.triage import triage
 from triplesmith.schema import Example, Triple
 from triplesmith.settings import get_settings
@@ -19,14 +19,34 @@ from triplesmith.text import collapse_whitespace
 DEFAULT_CHAIN = "few-shot:smollm2"
 
 
-def run_options(config: RunnableConfig | None, runtime: Any = None) -> dict[str, Any]:
-    """The run's configuration: the run context (if any) overlaid by `configurable`."""
+# What LangGraph, its server and LangSmith put into `configurable` besides the run's own keys.
+_INTERNAL_PREFIXES = (
+    "__", "langgraph_", "thread_", "checkpoint_", "run_", "assistant_", "graph_", "user_", "x-",
+)  # fmt: skip
+
+
+def run_options(config: RunnableConfig | None) -> dict[str, Any]:
+    """The run's configuration: LangGraph's run context (`graph.invoke(..., context={...})`),
+    overlaid by `configurable` (older clients, `langgraph dev` requests). A key that is neither
+    an `ExtractorContext` field nor LangGraph's own is an error naming the valid keys."""
+    from langgraph.runtime import get_runtime
+
+    valid = set(ExtractorContext.__annotations__)
     options: dict[str, Any] = {}
-    context = getattr(runtime, "context", None)
+    try:
+        context = get_runtime().context
+    except RuntimeError:  # called outside a graph run
+        context = None
     if isinstance(context, dict):
         options.update({k: v for k, v in context.items() if v is not None})
     configurable = (config or {}).get("configurable") or {}
-    options.update({k: v for k, v in configurable.items() if not k.startswith(("__", "langgraph_", "thread_", "checkpoint_", "run_", "assistant_", "graph_", "user_", "x-"))})  # fmt: skip
+    options.update({k: v for k, v in configurable.items() if not k.startswith(_INTERNAL_PREFIXES)})
+    unknown = sorted(set(options) - valid)
+    if unknown:
+        raise InvalidInputError(
+            f"unknown run configuration key(s) {', '.join(map(repr, unknown))}; "
+            f"valid keys are {', '.join(sorted(valid))}"
+        )
     return options
 
 

@@ -106,3 +106,17 @@ def test_real_embedded_model_single_chain_and_comparison() -> None:
     assert set(out["results"]) == set(specs)
     for result in out["results"].values():
         assert result["raw"] and "tags" in result and len(result["attempts"]) == 1
+
+
+def test_the_run_context_chooses_the_chain() -> None:
+    register_chat_model("from-context", FakeListChatModel(responses=[ANSWER]))
+    out = build_graph().invoke({"sentence": SENTENCE}, context={"chain": "zero-shot:from-context"})
+    assert list(out["results"]) == ["zero-shot:from-context"]
+    assert out["results"]["zero-shot:from-context"]["triples"] == GOLD
+
+
+def test_a_misspelt_configurable_key_is_an_error_naming_the_valid_keys() -> None:
+    from triplesmith.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="'chian'.*valid keys are .*chain.*max_repairs"):
+        build_graph().invoke({"sentence": SENTENCE}, config={"configurable": {"chian": "x"}})
