@@ -81,9 +81,9 @@ class StudyConfig(BaseModel):
             "demo": {
                 "epochs": 2.0,
                 "learning_rate": 1e-3,  # the CaRB validation sweep's choice (see the carb preset)
-                # 8 rows an optimizer step, as one row a forward pass: the same updates, and on 2
-                # CPU cores 2x faster in a fifth of the memory (benchmarks/bench_train_memory.py:
-                # 8x1 12.1 GB 93 s, 1x8 2.5 GB 49 s, loss 0.900 -> 0.497 / 0.496 in 3 steps).
+                # 8 rows an optimizer step, as one row a forward pass: the same updates in a fifth
+                # of the memory (benchmarks/bench_train_memory.py, 3 steps: 8x1 12.1 GB, 1x8
+                # 2.5 GB, loss 0.900 -> 0.497 / 0.496); the demo's 14 steps took 3.8 min (3.9).
                 "batch_size": 1,
                 "grad_accum": 8,
                 "max_seq_len": 384,

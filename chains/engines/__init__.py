@@ -9,6 +9,8 @@ engine's, and it has no loop rules; on a GPU transformers is the engine.
 """
 
 import os
+import threading
+from pathlib import Path
 
 from triplesmith.chains.engines.base import (
     CANCELLED,
@@ -16,8 +18,8 @@ from triplesmith.chains.engines.base import (
     Generation,
     GenerationOptions,
 )
-from triplesmith.chains.engines.hf import HFEngine, get_hf_engine
-from triplesmith.errors import ChainError
+from triplesmith.chains.engines.hf import HFEngine
+from triplesmith.errors import ChainError, ModelError
 
 KINDS = ("hf", "onnx")
 
@@ -35,15 +37,36 @@ def engine_kind(kind: str | None = None) -> str:
     return "hf"
 
 
+_ENGINES: dict[tuple[str, str, str | None], Engine] = {}
+_LOCK = threading.Lock()
+
+
 def get_engine(
     model: str = "smollm2", adapter: str | None = None, kind: str | None = None
 ) -> Engine:
-    """The process-wide engine of the chosen kind for (model, adapter), loaded on first use."""
-    if engine_kind(kind) == "onnx":
-        from triplesmith.chains.engines.onnx import get_onnx_engine
+    """The process-wide engine of the chosen kind for (model, adapter), loaded on first use
+    and shared by every chain on it (a chain's options travel with each call)."""
+    kind = engine_kind(kind)
+    key = (kind, model, str(Path(adapter).resolve()) if adapter else None)
+    with _LOCK:
+        if key not in _ENGINES:
+            try:
+                if kind == "onnx":
+                    from triplesmith.chains.engines.onnx import OnnxEngine
 
-        return get_onnx_engine(model, adapter)
-    return get_hf_engine(model, adapter)
+                    _ENGINES[key] = OnnxEngine(model, adapter=key[2])
+                else:
+                    _ENGINES[key] = HFEngine(model, adapter=key[2])
+            except ModelError as exc:
+                raise ChainError(str(exc)) from exc
+        return _ENGINES[key]
+
+
+def get_hf_engine(model: str = "smollm2", adapter: str | None = None) -> HFEngine:
+    """The process-wide transformers engine for (model, adapter)."""
+    engine = get_engine(model, adapter, kind="hf")
+    assert isinstance(engine, HFEngine)
+    return engine
 
 
 __all__ = [

@@ -14,10 +14,10 @@ import queue
 import threading
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 from triplesmith.errors import ChainError
 
@@ -88,6 +88,24 @@ class Generation:
     finish_reason: FinishReason = "stop"
 
 
+def token_pieces(decode: Callable[[list[int]], str], ids: list[int]) -> list[str]:
+    """The decoded text of each token, so that their concatenation is the decoded answer.
+
+    Incremental detokenization over a short window (as TGI and vLLM do): a token that ends
+    inside a multi-byte character gets "" and the next one carries the character."""
+    pieces: list[str] = []
+    prefix = read = 0
+    for end in range(1, len(ids) + 1):
+        before = decode(ids[prefix:read]) if read > prefix else ""
+        after = decode(ids[prefix:end])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            pieces.append(after[len(before) :])
+            prefix, read = read, end
+        else:
+            pieces.append("")
+    return pieces
+
+
 @dataclass
 class _Request:
     messages: Messages
@@ -100,7 +118,8 @@ class Engine(ABC):
     """A loaded model that generates for many chat prompts at once.
 
     Subclasses set `model_name`, `model_hash`, `adapter_hash`, `context` and `default_batch`
-    and implement `count_tokens` and `generate`; `submit` coalesces concurrent single calls.
+    and implement `count_tokens`, `prepare` and `_generate_chunk`; `generate` schedules the
+    chunks, `submit` coalesces concurrent single calls.
     """
 
     name = "engine"
@@ -113,6 +132,7 @@ class Engine(ABC):
     max_wait_s: float = 0.5
 
     def __init__(self) -> None:
+        self._lock = threading.Lock()  # one generation at a time on the loaded model
         self._queue: queue.Queue[_Request] = queue.Queue()
         self._worker: threading.Thread | None = None
         self._worker_lock = threading.Lock()
@@ -122,13 +142,70 @@ class Engine(ABC):
     def count_tokens(self, text: str) -> int: ...
 
     @abstractmethod
+    def prepare(self, messages: Messages) -> tuple[Any, int]:
+        """A prompt as this engine takes it (text, token ids), and its length in tokens."""
+
+    @abstractmethod
+    def _generate_chunk(
+        self, prompts: list[Any], budgets: list[int], options: GenerationOptions
+    ) -> list[Generation]:
+        """Generate for prepared prompts of similar lengths, each with its token budget."""
+
+    def refuse(self, options: GenerationOptions) -> ChainError | None:
+        """The error of options this engine cannot honour (None: it honours them all)."""
+        return None
+
+    def chunk_width(self, options: GenerationOptions) -> int:
+        """How many prompts go into one `_generate_chunk` call."""
+        return self.batch_size(options)
+
     def generate(
         self,
         prompts: Sequence[Messages],
         sentence_tokens: Sequence[int],
         options: GenerationOptions = GenerationOptions(),
     ) -> list[Generation | Exception]:
-        """One result per prompt, in order: a Generation, or the exception of that prompt."""
+        """One result per prompt, in order: a Generation, or the exception of that prompt.
+
+        Prompts go to the engine in chunks of similar lengths. A prompt that does not fit the
+        context with its token budget comes back as a ChainError in its slot, and a chunk that
+        fails fails alone; the others still run."""
+        if self.cancelled:
+            return [ChainError(CANCELLED) for _ in prompts]
+        refused = self.refuse(options)
+        if refused is not None:
+            return [refused for _ in prompts]
+        prepared = [self.prepare(messages) for messages in prompts]
+        budgets = [options.budget(words) for words in sentence_tokens]
+        results: list[Generation | Exception | None] = [None] * len(prepared)
+        runnable = []
+        for i, ((_, length), budget) in enumerate(zip(prepared, budgets, strict=True)):
+            error = self.over_context(length, budget)
+            if error is not None:
+                results[i] = error
+            else:
+                runnable.append(i)
+        runnable.sort(key=lambda i: prepared[i][1])
+        width = self.chunk_width(options)
+        for start in range(0, len(runnable), width):
+            chunk = runnable[start : start + width]
+            if self.cancelled:
+                for i in chunk:
+                    results[i] = ChainError(CANCELLED)
+                continue
+            try:
+                with self._lock:
+                    out: list[Generation] | list[ChainError] = self._generate_chunk(
+                        [prepared[i][0] for i in chunk], [budgets[i] for i in chunk], options
+                    )
+            except ChainError as exc:
+                out = [exc] * len(chunk)
+            except Exception as exc:  # one failing chunk must not kill the batch
+                log.warning("generation failed for %d prompts: %s", len(chunk), exc)
+                out = [ChainError(f"generation failed: {exc}")] * len(chunk)
+            for i, generation in zip(chunk, out, strict=True):
+                results[i] = generation
+        return [r if r is not None else ChainError("not generated") for r in results]
 
     def batch_size(self, options: GenerationOptions) -> int:
         return options.batch_size or self.default_batch

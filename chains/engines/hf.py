@@ -9,9 +9,7 @@ chain sets changes an engine (a chain's options travel with each call).
 """
 
 import logging
-import threading
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +20,11 @@ from triplesmith.chains.engines.base import (
     Generation,
     GenerationOptions,
     Messages,
+    token_pieces,
 )
 from triplesmith.chains.engines.grammar import GrammarProcessor, grammar_for
 from triplesmith.chains.repeat_guard import RepeatGuard
-from triplesmith.errors import ChainError, ModelError
+from triplesmith.errors import ChainError
 from triplesmith.models import model_hash, resolve
 from triplesmith.training.manifest import adapter_hash
 
@@ -92,7 +91,6 @@ class HFEngine(Engine):
         self.eos_ids: list[int] = list(eos) if isinstance(eos, list) else [eos or 0]
         if eos is None:
             self.eos_ids = [self.tokenizer.eos_token_id]
-        self._lock = threading.Lock()
 
     def _attach_adapter(self, adapter: str) -> Any:
         from peft import PeftModel
@@ -124,49 +122,11 @@ class HFEngine(Engine):
     def count_tokens(self, text: str) -> int:
         return len(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
-    # --- generation ------------------------------------------------------------------------
+    def prepare(self, messages: Messages) -> tuple[str, int]:
+        text = self.render(messages)
+        return text, self.count_tokens(text)
 
-    def generate(
-        self,
-        prompts: Sequence[Messages],
-        sentence_tokens: Sequence[int],
-        options: GenerationOptions = GenerationOptions(),
-    ) -> list[Generation | Exception]:
-        """Generate for every prompt in batches of the chain's batch size, similar lengths
-        together. A prompt that does not fit the context with its token budget comes back as a
-        ChainError in its slot; the others still run."""
-        if self.cancelled:
-            return [ChainError(CANCELLED) for _ in prompts]
-        texts = [self.render(messages) for messages in prompts]
-        lengths = [self.count_tokens(text) for text in texts]
-        results: list[Generation | Exception | None] = [None] * len(texts)
-        runnable = []
-        for i, (length, words) in enumerate(zip(lengths, sentence_tokens, strict=True)):
-            error = self.over_context(length, options.budget(words))
-            if error is not None:
-                results[i] = error
-            else:
-                runnable.append(i)
-        runnable.sort(key=lambda i: lengths[i])
-        width = self.batch_size(options)
-        for start in range(0, len(runnable), width):
-            chunk = runnable[start : start + width]
-            if self.cancelled:
-                for i in chunk:
-                    results[i] = ChainError(CANCELLED)
-                continue
-            budget = max(options.budget(sentence_tokens[i]) for i in chunk)
-            try:
-                with self._lock:
-                    out = self._generate_chunk([texts[i] for i in chunk], budget, options)
-            except ChainError as exc:
-                out = [exc] * len(chunk)
-            except Exception as exc:  # one failing chunk must not kill the batch
-                log.warning("generation failed for %d prompts: %s", len(chunk), exc)
-                out = [ChainError(f"generation failed: {exc}")] * len(chunk)
-            for i, generation in zip(chunk, out, strict=True):
-                results[i] = generation
-        return [r if r is not None else ChainError("not generated") for r in results]
+    # --- generation ------------------------------------------------------------------------
 
     def _processors(
         self, rows: int, prompt_width: int, budget: int, options: GenerationOptions
@@ -192,11 +152,12 @@ class HFEngine(Engine):
         return processors, guard, chosen
 
     def _generate_chunk(
-        self, texts: list[str], budget: int, options: GenerationOptions
+        self, texts: list[str], budgets: list[int], options: GenerationOptions
     ) -> list[Generation]:
         import torch
         from transformers import GenerationConfig
 
+        budget = max(budgets)  # one `generate` call: the longest budget of the chunk
         started = time.perf_counter()
         tok = self.tokenizer
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
@@ -266,22 +227,7 @@ class HFEngine(Engine):
         )
 
     def _pieces(self, ids: list[int]) -> list[str]:
-        """Decoded text of each token, so that their concatenation is the decoded answer.
-
-        Incremental detokenization over a short window (as TGI and vLLM do): a token that ends
-        inside a multi-byte character gets "" and the next one carries the character."""
-        pieces: list[str] = []
-        prefix = read = 0
-        decode = self.tokenizer.decode
-        for end in range(1, len(ids) + 1):
-            before = decode(ids[prefix:read], skip_special_tokens=True)
-            after = decode(ids[prefix:end], skip_special_tokens=True)
-            if len(after) > len(before) and not after.endswith("\ufffd"):
-                pieces.append(after[len(before) :])
-                prefix, read = read, end
-            else:
-                pieces.append("")
-        return pieces
+        return token_pieces(lambda part: self.tokenizer.decode(part, skip_special_tokens=True), ids)
 
     def as_chat_model(self) -> Any:
         """The same model as a LangChain chat model (langchain-huggingface), for composition."""
@@ -290,19 +236,3 @@ class HFEngine(Engine):
 
         pipe = pipeline("text-generation", model=self.model, tokenizer=self.tokenizer)
         return ChatHuggingFace(llm=HuggingFacePipeline(pipeline=pipe), tokenizer=self.tokenizer)
-
-
-_ENGINES: dict[tuple[str, str | None], HFEngine] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
-def get_hf_engine(model: str = "smollm2", adapter: str | None = None) -> HFEngine:
-    """The process-wide transformers engine for (model, adapter): loaded on first use, reused afterwards."""
-    key = (model, str(Path(adapter).resolve()) if adapter else None)
-    with _ENGINES_LOCK:
-        if key not in _ENGINES:
-            try:
-                _ENGINES[key] = HFEngine(model, adapter=key[1])
-            except ModelError as exc:
-                raise ChainError(str(exc)) from exc
-        return _ENGINES[key]

@@ -23,9 +23,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -37,6 +35,7 @@ from triplesmith.chains.engines.base import (
     Generation,
     GenerationOptions,
     Messages,
+    token_pieces,
 )
 from triplesmith.chains.engines.grammar import _COMPACT, RESERVE, TRIPLES_SCHEMA_TEXT
 from triplesmith.chains.repeat_guard import open_brackets
@@ -161,7 +160,6 @@ class OnnxEngine(Engine):
         self.default_batch = CPU_BATCH
         closing = self.encode("]")
         self.close_id = closing[0] if len(closing) == 1 else None
-        self._lock = threading.Lock()
 
     # --- prompts ---------------------------------------------------------------------------
 
@@ -176,54 +174,21 @@ class OnnxEngine(Engine):
 
     # --- generation ------------------------------------------------------------------------
 
-    def generate(
-        self,
-        prompts: Sequence[Messages],
-        sentence_tokens: Sequence[int],
-        options: GenerationOptions = GenerationOptions(),
-    ) -> list[Generation | Exception]:
-        """Generate for every prompt: unconstrained ones in right-padded batches of similar
-        lengths, constrained ones one at a time. A prompt that does not fit the context with
-        its budget comes back as a ChainError in its slot; the others still run."""
-        if self.cancelled:
-            return [ChainError(CANCELLED) for _ in prompts]
+    def prepare(self, messages: Messages) -> tuple[list[int], int]:
+        ids = self.encode(self.render(messages))
+        return ids, len(ids)
+
+    def refuse(self, options: GenerationOptions) -> ChainError | None:
         if options.no_repeat_ngram_size:
-            error = ChainError(
+            return ChainError(
                 "no_repeat_ngram_size is not supported by the onnxruntime-genai engine; use the "
                 "transformers engine (TRIPLESMITH_ENGINE=hf)"
             )
-            return [error for _ in prompts]
-        ids = [self.encode(self.render(messages)) for messages in prompts]
-        budgets = [options.budget(words) for words in sentence_tokens]
-        results: list[Generation | Exception | None] = [None] * len(ids)
-        runnable = []
-        for i, (prompt, budget) in enumerate(zip(ids, budgets, strict=True)):
-            error = self.over_context(len(prompt), budget)
-            if error is not None:
-                results[i] = error
-            else:
-                runnable.append(i)
-        runnable.sort(key=lambda i: len(ids[i]))
-        width = 1 if options.constrained else self.batch_size(options)
-        for start in range(0, len(runnable), width):
-            chunk = runnable[start : start + width]
-            if self.cancelled:
-                for i in chunk:
-                    results[i] = ChainError(CANCELLED)
-                continue
-            try:
-                with self._lock:
-                    out = self._generate_chunk(
-                        [ids[i] for i in chunk], [budgets[i] for i in chunk], options
-                    )
-            except ChainError as exc:
-                out = [exc] * len(chunk)
-            except Exception as exc:  # one failing chunk must not kill the batch
-                log.warning("generation failed for %d prompts: %s", len(chunk), exc)
-                out = [ChainError(f"generation failed: {exc}")] * len(chunk)
-            for i, generation in zip(chunk, out, strict=True):
-                results[i] = generation
-        return [r if r is not None else ChainError("not generated") for r in results]
+        return None
+
+    def chunk_width(self, options: GenerationOptions) -> int:
+        # Its grammar stops a multi-row generator once one row has finished: one at a time.
+        return 1 if options.constrained else self.batch_size(options)
 
     def _params(self, rows: int, width: int, budget: int, options: GenerationOptions) -> Any:
         og = _og()
@@ -315,35 +280,6 @@ class OnnxEngine(Engine):
         return True
 
     def _pieces(self, ids: list[int]) -> list[str]:
-        """Decoded text of each token, so that their concatenation is the decoded answer
-        (incremental detokenization, as the transformers engine does)."""
         import numpy as np
 
-        pieces: list[str] = []
-        prefix = read = 0
-
-        def decode(part: list[int]) -> str:
-            return self.tokenizer.decode(np.array(part, dtype=np.int32)) if part else ""
-
-        for end in range(1, len(ids) + 1):
-            before = decode(ids[prefix:read])
-            after = decode(ids[prefix:end])
-            if len(after) > len(before) and not after.endswith("\ufffd"):
-                pieces.append(after[len(before) :])
-                prefix, read = read, end
-            else:
-                pieces.append("")
-        return pieces
-
-
-_ENGINES: dict[tuple[str, str | None], OnnxEngine] = {}
-_ENGINES_LOCK = threading.Lock()
-
-
-def get_onnx_engine(model: str = "smollm2", adapter: str | None = None) -> OnnxEngine:
-    """The process-wide onnxruntime-genai engine for (model, adapter), built on first use."""
-    key = (model, str(Path(adapter).resolve()) if adapter else None)
-    with _ENGINES_LOCK:
-        if key not in _ENGINES:
-            _ENGINES[key] = OnnxEngine(model, adapter=key[1])
-        return _ENGINES[key]
+        return token_pieces(lambda part: self.tokenizer.decode(np.array(part, dtype=np.int32)), ids)
