@@ -32,3 +32,20 @@ def test_bad_study_settings_are_refused_before_any_stage(
     assert done.returncode == 2, done.stderr
     assert words in done.stderr and "Traceback" not in done.stderr
     assert not out.exists()  # no stage ran, nothing was written
+
+
+def test_a_corrupted_stages_file_is_refused_before_any_stage(tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    out.mkdir()
+    (out / "stages.json").write_text("{ not json")
+    done = subprocess.run(
+        [sys.executable, "-m", "triplesmith.cli.app", "study", "--preset", "demo"]
+        + ["--out", str(out), "--limit", "1", "--max-steps", "1"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "stages.json is not valid JSON" in done.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["stages.json"]  # nothing else was written
+    assert (out / "stages.json").read_text() == "{ not json"

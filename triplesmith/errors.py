@@ -32,3 +32,7 @@ class ExperimentError(TriplesmithError):
 class InvalidInputError(ChainError, ValueError):
     """A request the graph cannot run (no sentence, bad gold, unknown chain). A ValueError too,
     so `langgraph dev` passes its message back to the caller instead of masking it."""
+
+
+class SettingsError(TriplesmithError):
+    """A `TRIPLESMITH_*` (or provider) environment variable with a value that cannot be used."""

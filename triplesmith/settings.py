@@ -8,8 +8,9 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, ValidationError
 
+from triplesmith.errors import SettingsError
 from triplesmith.redaction import redact_url
 
 
@@ -84,7 +85,14 @@ class Settings(BaseModel):
             key = f"TRIPLESMITH_{name.upper()}"
             if key in env and name not in values and field.annotation in (int, float, str | None):
                 values[name] = env[key]
-        return cls.model_validate(values)
+        try:
+            return cls.model_validate(values)
+        except ValidationError as exc:
+            problems = "; ".join(
+                f"TRIPLESMITH_{'.'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
+                for e in exc.errors()
+            )
+            raise SettingsError(f"bad environment setting: {problems}") from None
 
     def public_dict(self) -> dict[str, Any]:
         """The settings without secrets, safe to write into manifests and reports."""

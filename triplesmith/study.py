@@ -21,7 +21,7 @@ from rich.console import Console
 from triplesmith.data.jsonl import write_jsonl
 from triplesmith.data.registry import load_dataset
 from triplesmith.data.split import make_split, write_split
-from triplesmith.errors import ExperimentError
+from triplesmith.errors import ExperimentError, TriplesmithError
 from triplesmith.settings import get_settings
 from triplesmith.verdict import verdict_lines
 
@@ -127,7 +127,17 @@ class Stages:
 
     def __init__(self, out: Path) -> None:
         self.path = out / "stages.json"
-        self.done: dict[str, Any] = json.loads(self.path.read_text()) if self.path.exists() else {}
+        self.done: dict[str, Any] = {}
+        if self.path.exists():
+            try:
+                self.done = json.loads(self.path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError) as exc:
+                raise ExperimentError(
+                    f"{self.path} is not valid JSON ({exc}); fix it, or move it away and the "
+                    "study redoes its stages (finished examples stay in the store)"
+                ) from None
+            if not isinstance(self.done, dict):
+                raise ExperimentError(f"{self.path} must hold a JSON object; move it away")
 
     def finished(self, stage: str, fingerprint: str) -> bool:
         return self.done.get(stage, {}).get("fingerprint") == fingerprint
@@ -276,6 +286,7 @@ def run_study(
     for spec in study_chains(config, config.out / "data", config.out / "adapter"):
         parse_spec(spec)
     config.out.mkdir(parents=True, exist_ok=True)
+    Stages(config.out)  # a corrupted stages.json is refused before any stage runs
     outcome = "interrupted"
     try:
         result = _run_study(config, console or Console(stderr=True), command, started)
@@ -285,7 +296,12 @@ def run_study(
         outcome = f"failed: {type(exc).__name__}"
         raise
     finally:
-        Stages(config.out).log_run(started_at, time.perf_counter() - started, outcome, machine())
+        try:
+            Stages(config.out).log_run(
+                started_at, time.perf_counter() - started, outcome, machine()
+            )
+        except (TriplesmithError, OSError) as exc:  # never hide the run's own error
+            log.warning("could not add this run to %s: %s", config.out / "stages.json", exc)
 
 
 def _run_study(config: StudyConfig, console: Console, command: str, started: float) -> StudyResult:

@@ -2,6 +2,7 @@
 
 import logging
 import os
+import sqlite3
 import sys
 
 import typer
@@ -59,6 +60,23 @@ def main() -> None:
     except TriplesmithError as exc:
         err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except OSError as exc:  # the surroundings: a path not writable, a full disk, a folder
+        where = f" ({exc.filename})" if exc.filename else ""
+        err.print(
+            f"[bold red]error:[/] {exc.strerror or exc}{where}; give a writable path with room "
+            "to spare (finished work is saved: rerun to resume)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(3)
+    except sqlite3.DatabaseError as exc:
+        err.print(
+            f"[bold red]error:[/] the experiment store is damaged ({exc}); move it away to start "
+            "a new one, or give another --store",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(3)
     except KeyboardInterrupt:
         _interrupted()
     except SystemExit as exc:

@@ -79,6 +79,15 @@ def register(app: typer.Typer) -> None:
         specs = [c.strip() for c in chains.split(",") if c.strip()]
         if not specs:
             raise ExperimentError(f"--chains {chains!r} names no chain; e.g. few-shot:smollm2")
+        if out.exists() and not out.is_dir():
+            raise ExperimentError(f"--out {out} is a file; give a folder for the report")
+        try:
+            out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ExperimentError(
+                f"--out {out}: cannot create the report folder ({exc.strerror}); give a "
+                "writable folder"
+            ) from None
         if baseline is not None and baseline.strip() not in specs:
             raise ExperimentError(
                 f"--baseline {baseline!r} is not one of --chains: {', '.join(specs)}"
