@@ -1,6 +1,8 @@
 """The graph's nodes: validate → route → extract → parse → triage → (repair) → score → finish."""
 
+import os
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 from langchain_core.runnables import RunnableConfig
@@ -18,6 +20,9 @@ from triplesmith.text import collapse_whitespace
 
 DEFAULT_CHAIN = "few-shot:smollm2"
 
+
+MAX_CHAINS = 8  # chains one request may run
+MAX_REPAIRS = 5  # re-asks one answer may get
 
 # What LangGraph, its server and LangSmith put into `configurable` besides the run's own keys.
 _INTERNAL_PREFIXES = (
@@ -87,17 +92,61 @@ def validate(state: ExtractorState, config: RunnableConfig) -> dict[str, Any]:
         requested = [requested]
     if not isinstance(requested, list) or not all(isinstance(s, str) for s in requested):
         raise InvalidInputError(f"chain must be a spec string or a list of them, got {requested!r}")
+    if len(requested) > MAX_CHAINS:
+        raise InvalidInputError(
+            f"a request may run at most {MAX_CHAINS} chains, got {len(requested)}; split it"
+        )
+    _max_repairs(options)  # refused here, before any chain runs
     try:
-        specs = [str(_apply_overrides(parse_spec(s), options)) for s in requested]
+        parsed = [_apply_overrides(parse_spec(s), options) for s in requested]
     except ChainError as exc:
         raise InvalidInputError(str(exc)) from None
+    for spec in parsed:
+        _check_roots(spec)
+    specs = [str(spec) for spec in parsed]
     return {"sentence": sentence, "gold": gold, "specs": list(dict.fromkeys(specs))}
+
+
+def _max_repairs(options: dict[str, Any]) -> int:
+    value = options.get("max_repairs", get_settings().max_repairs)
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPAIRS:
+        raise InvalidInputError(
+            f"max_repairs must be an integer from 0 to {MAX_REPAIRS}, got {value!r}"
+        )
+    return value
+
+
+def _check_roots(spec: ChainSpec) -> None:
+    """With `TRIPLESMITH_SERVE_ROOTS` set (`langgraph.json` sets it), a model, adapter or shots
+    path named by a request must lie under one of those folders: a request cannot make the
+    server read any file of the machine."""
+    roots_text = os.environ.get("TRIPLESMITH_SERVE_ROOTS")
+    if not roots_text:
+        return
+    roots = [Path(r).expanduser().resolve() for r in roots_text.split(os.pathsep) if r]
+    named = {"model": spec.model, **{k: spec.options.get(k) for k in ("adapter", "shots")}}
+    for what, value in named.items():
+        if not isinstance(value, str) or not _looks_like_path(value):
+            continue
+        path = Path(value).expanduser().resolve()
+        if not any(path == root or root in path.parents for root in roots):
+            raise InvalidInputError(
+                f"{what} {value!r} is outside the folders this server may read "
+                f"(TRIPLESMITH_SERVE_ROOTS: {roots_text}); put it under one of them"
+            )
+
+
+def _looks_like_path(value: str) -> bool:
+    """A local path rather than an embedded model, a Hub id (`owner/name`) or a dataset name."""
+    if value.startswith(("/", ".", "~")) or Path(value).exists():
+        return True
+    return value.count("/") > 1
 
 
 def route(state: ExtractorState, config: RunnableConfig) -> list[Send]:
     """One branch per chain, run concurrently (comparison mode when there are several)."""
     options = run_options(config)
-    max_repairs = int(options.get("max_repairs", get_settings().max_repairs))
+    max_repairs = _max_repairs(options)
     return [
         Send(
             "run_chain",
@@ -118,8 +167,13 @@ def _chain(spec: str) -> Any:
 
 
 def extract(state: BranchState) -> dict[str, Any]:
-    """Ask the chain; a model failure is recorded as the attempt's error."""
-    chain = _chain(state["spec"])
+    """Ask the chain; a model failure is recorded as the attempt's error. A chain that cannot
+    be built from its configuration (no such model, not an adapter folder, a bad shots file)
+    is the request's error, named (a 4xx from the server, not an internal error)."""
+    try:
+        chain = _chain(state["spec"])
+    except ChainError as exc:
+        raise InvalidInputError(str(exc)) from None
     extraction = chain.invoke({"sentence": state["sentence"]})
     return {"extraction": extraction.to_output()}
 

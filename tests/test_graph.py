@@ -120,3 +120,42 @@ def test_a_misspelt_configurable_key_is_an_error_naming_the_valid_keys() -> None
 
     with pytest.raises(InvalidInputError, match="'chian'.*valid keys are .*chain.*max_repairs"):
         build_graph().invoke({"sentence": SENTENCE}, config={"configurable": {"chian": "x"}})
+
+
+@pytest.mark.parametrize(
+    ("configurable", "words"),
+    [
+        ({"chain": [f"zero-shot:c{i}" for i in range(9)]}, "at most 8 chains"),
+        ({"chain": "zero-shot:right", "max_repairs": 50}, "max_repairs must be an integer"),
+        ({"chain": "zero-shot:right", "max_repairs": -1}, "max_repairs must be an integer"),
+    ],
+)
+def test_requests_are_capped_before_any_chain_runs(configurable: dict, words: str) -> None:
+    from triplesmith.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=words):
+        build_graph().invoke({"sentence": SENTENCE}, config={"configurable": configurable})
+
+
+def test_paths_in_a_request_stay_under_the_serve_roots(tmp_path, monkeypatch) -> None:  # noqa: ANN001
+    from triplesmith.errors import InvalidInputError
+
+    monkeypatch.setenv("TRIPLESMITH_SERVE_ROOTS", str(tmp_path / "allowed"))
+    for spec, what in [
+        ("hf:smollm2+adapter=/etc", "adapter '/etc'"),
+        ("few-shot:/usr/lib", "model '/usr/lib'"),
+        ("few-shot:smollm2+shots=/etc/passwd", "shots '/etc/passwd'"),
+    ]:
+        with pytest.raises(InvalidInputError, match=f"{what} is outside the folders"):
+            build_graph().invoke({"sentence": SENTENCE}, config={"configurable": {"chain": spec}})
+
+
+@pytest.mark.slow
+def test_a_chain_that_cannot_be_built_is_a_named_input_error(tmp_path) -> None:  # noqa: ANN001
+    from triplesmith.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match="not a PEFT adapter directory"):
+        build_graph().invoke(
+            {"sentence": SENTENCE},
+            config={"configurable": {"chain": f"hf:smollm2+adapter={tmp_path}"}},
+        )
