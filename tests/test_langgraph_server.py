@@ -88,3 +88,25 @@ def test_served_graph_extracts_with_the_embedded_model_and_survives_bad_input(se
         None, "extractor", input={"sentence": "Paris is the capital of France."}, config=config
     )
     assert again["results"][spec]["raw"]
+
+
+def test_the_server_names_bad_configuration_and_keeps_requests_inside_its_roots(
+    server: str,
+) -> None:
+    from langgraph_sdk import get_sync_client
+
+    client = get_sync_client(url=server)
+    sentence = {"sentence": "Paris is the capital of France."}
+    cases = [
+        ({"chain": "hf:smollm2+adapter=/etc"}, "outside the folders this server may read"),
+        ({"chain": "few-shot:smollm2", "chian": "x"}, "unknown run configuration key"),
+        ({"chain": "few-shot:smollm2", "max_repairs": 50}, "max_repairs must be an integer"),
+        ({"chain": "few-shot:smollm2+k=-1"}, "k must be an integer >= 0"),
+    ]
+    for configurable, words in cases:
+        reply = client.runs.wait(
+            None, "extractor", input=sentence, config={"configurable": configurable},
+            raise_error=False,
+        )  # fmt: skip
+        assert words in str(reply), reply
+        assert "internal error" not in str(reply).lower()
