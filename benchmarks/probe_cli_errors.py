@@ -178,6 +178,17 @@ PROBES = [
             "-1",
         ],
     ),
+    Probe(
+        "compare: LangSmith unreachable with a key set",
+        ["compare", "--chains", f"zero-shot:openai:m+base_url=http://127.0.0.1:{PORT}/v1"]
+        + ["--dataset", "sample:test", "--out", "o"],
+        env={"LANGSMITH_API_KEY": "lsv2_probe", "LANGSMITH_ENDPOINT": f"http://127.0.0.1:{PORT}"},
+    ),
+    Probe(
+        "study: LangSmith unreachable with a key set",
+        ["study", "--preset", "demo", "--out", "s", "--limit", "1", "--max-steps", "1"],
+        env={"LANGSMITH_API_KEY": "lsv2_probe", "LANGSMITH_ENDPOINT": f"http://127.0.0.1:{PORT}"},
+    ),
     Probe("study: --limit 0", ["study", "--preset", "demo", "--out", "s", "--limit", "0"]),
     Probe("study: --epochs -1", ["study", "--preset", "demo", "--out", "s", "--epochs", "-1"]),
     Probe(

@@ -40,3 +40,20 @@ def test_a_bad_environment_setting_is_named_in_one_line(tmp_path: Path) -> None:
     )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert "TRIPLESMITH_MAX_RETRIES='many'" in done.stderr
+
+
+def test_an_unreachable_langsmith_is_found_before_any_chain_runs(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        closed = sock.getsockname()[1]
+    done = run(
+        ["compare", "--chains", f"zero-shot:openai:m+base_url=http://127.0.0.1:{closed}/v1"]
+        + ["--dataset", "sample:test", "--out", "o", "--store", "s.sqlite"],
+        tmp_path,
+        env={"LANGSMITH_API_KEY": "lsv2_test", "LANGSMITH_ENDPOINT": f"http://127.0.0.1:{closed}"},
+    )
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "LangSmith is not reachable" in done.stderr and "--no-upload" in done.stderr
+    assert not (tmp_path / "s.sqlite").exists()  # nothing ran

@@ -285,6 +285,14 @@ def run_study(
 
     for spec in study_chains(config, config.out / "data", config.out / "adapter"):
         parse_spec(spec)
+    from triplesmith.experiments.langsmith_setup import (
+        check_reachable,
+        experiment_client,
+        langsmith_configured,
+    )
+
+    if langsmith_configured():  # the evaluation uploads: find out now, not after training
+        check_reachable(experiment_client(True))
     config.out.mkdir(parents=True, exist_ok=True)
     Stages(config.out)  # a corrupted stages.json is refused before any stage runs
     outcome = "interrupted"

@@ -6,6 +6,7 @@ import sqlite3
 import sys
 
 import typer
+from langsmith.utils import LangSmithError
 from rich.console import Console
 
 from triplesmith.cli import data as data_cli
@@ -65,6 +66,15 @@ def main() -> None:
         err.print(
             f"[bold red]error:[/] {exc.strerror or exc}{where}; give a writable path with room "
             "to spare (finished work is saved: rerun to resume)",
+            highlight=False,
+            soft_wrap=True,
+        )
+        sys.exit(3)
+    except LangSmithError as exc:
+        err.print(
+            f"[bold red]error:[/] LangSmith failed: {type(exc).__name__}; check "
+            "LANGSMITH_ENDPOINT and LANGSMITH_API_KEY, or run offline with --no-upload (finished "
+            "work is saved: rerun to resume)",
             highlight=False,
             soft_wrap=True,
         )

@@ -27,6 +27,11 @@ from triplesmith.evaluators.statistics import (
     spearman,
 )
 from triplesmith.experiments.inputs import DEFAULT_EVALUATORS, resolve_evaluators
+from triplesmith.experiments.langsmith_setup import (
+    check_reachable,
+    experiment_client,
+    langsmith_configured,
+)
 from triplesmith.experiments.runner import DEFAULT_CONCURRENCY, ExperimentResult, run_experiment
 from triplesmith.experiments.store import ExperimentStore
 
@@ -386,6 +391,8 @@ def compare(
         baseline = names.index(baseline)
     _check_baseline(baseline, len(names))  # before any chain runs
     scorers = resolve_evaluators(evaluators, judge_model)
+    if langsmith_configured() if upload is None else upload:
+        check_reachable(experiment_client(True))  # before any chain runs, not after
     label = str(dataset) if isinstance(dataset, str | Path) else "examples"
     opened = not isinstance(store, ExperimentStore)
     db = ExperimentStore(store) if opened else store  # type: ignore[arg-type]

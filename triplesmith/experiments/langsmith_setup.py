@@ -63,3 +63,20 @@ def untraced(function: F, offline: bool) -> F:
             return function(*args, **kwargs)
 
     return wrapper  # type: ignore[return-value]
+
+
+def check_reachable(client: Client) -> None:
+    """Fail now, in one line, when LangSmith cannot be reached with the configured key: before
+    any model runs, not after the work (the error names the endpoint and what to do)."""
+    from langsmith.utils import LangSmithError
+
+    from triplesmith.errors import ExperimentError
+
+    try:
+        next(iter(client.list_datasets(limit=1)), None)
+    except LangSmithError as exc:
+        kind = type(exc).__name__
+        raise ExperimentError(
+            f"LangSmith is not reachable at {client.api_url} ({kind}); check LANGSMITH_ENDPOINT "
+            "and LANGSMITH_API_KEY, or run offline with --no-upload"
+        ) from None
