@@ -42,7 +42,9 @@ def test_settings_written_to_disk_name_the_endpoint_redacted() -> None:
 def test_a_comparison_through_a_url_with_credentials_writes_no_secret(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setenv("OPENAI_API_KEY", "sk-test")
+    key = "sk-planted-openai-key-0000"
+    monkeypatch.setenv("OPENAI_API_KEY", key)
+    monkeypatch.setenv("LANGSMITH_API_KEY", "")  # offline: upload=False below anyway
     example = Example(
         id="paris",
         sentence="Paris is the capital of France.",
@@ -61,4 +63,5 @@ def test_a_comparison_through_a_url_with_credentials_writes_no_secret(
     assert written
     get_settings.cache_clear()
     for path in written:
-        assert SECRET.encode() not in path.read_bytes(), path
+        content = path.read_bytes()
+        assert SECRET.encode() not in content and key.encode() not in content, path

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from triplesmith.chains.spec import parse_spec
 from triplesmith.errors import ExperimentError
 
 console = Console()
@@ -79,6 +80,8 @@ def register(app: typer.Typer) -> None:
         specs = [c.strip() for c in chains.split(",") if c.strip()]
         if not specs:
             raise ExperimentError(f"--chains {chains!r} names no chain; e.g. few-shot:smollm2")
+        for spec in specs:  # every spec is refused or accepted before anything is written
+            parse_spec(spec)
         if out.exists() and not out.is_dir():
             raise ExperimentError(f"--out {out} is a file; give a folder for the report")
         try:

@@ -179,7 +179,8 @@ def _same_file(path: Path, other: Path) -> bool:
 def _check_writable(output: Path) -> None:
     """Fail before any model loads when --output cannot be written (its folder is created)."""
     if output.exists() and not output.is_file():
-        raise ChainError(f"--output {output} is a folder, not a file; give a file path")
+        kind = "a folder" if output.is_dir() else "not a regular file"
+        raise ChainError(f"--output {output} is {kind}; give a file path")
     try:
         output.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
