@@ -4,8 +4,9 @@ When the model supports structured output, the answer is requested as a pydantic
 triples (tool calling; a JSON-schema `response_format` on an OpenAI-compatible server given by
 `+base_url`); otherwise, or when that fails, the text answer goes through the parser. A chain
 may instead send a `response_format` of its own (the bare triple-list schema for a fine-tuned
-model served by vLLM, llama.cpp or `triplesmith serve`) and parse the text it constrains. Token counts come from the model's usage metadata, per-triple confidences from
-log-probs when the provider returns them (OpenAI does with `logprobs=True`).
+model served by vLLM, llama.cpp or `triplesmith serve`) and parse the text it constrains. Token
+counts come from the model's usage metadata, per-triple confidences from log-probs when the
+provider returns them (OpenAI does with `logprobs=True`).
 """
 
 import json

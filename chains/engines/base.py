@@ -17,6 +17,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from triplesmith.errors import ChainError
@@ -86,6 +87,17 @@ class Generation:
     tokens_out: int
     latency_s: float
     finish_reason: FinishReason = "stop"
+
+
+def adapter_dir(adapter: str) -> Path:
+    """A PEFT adapter folder (the `--out` of `triplesmith train`), or a ChainError saying so."""
+    path = Path(adapter)
+    if not (path / "adapter_config.json").is_file():
+        raise ChainError(
+            f"adapter {adapter!r} is not a PEFT adapter directory (no adapter_config.json); "
+            "give the --out directory of `triplesmith train`"
+        )
+    return path
 
 
 def token_pieces(decode: Callable[[list[int]], str], ids: list[int]) -> list[str]:

@@ -75,15 +75,7 @@ class JsonGrammar:
         if error:
             raise ChainError(f"the JSON schema does not compile to a grammar: {error}")
         self.executor = _executor(llg)
-        closing = tokenizer.tokenize_str("]")
-        self.close_id: int | None = closing[0] if len(closing) == 1 else None
-        # Tokens that close an item and go on to the next (`"},` is one token in SmolLM2's
-        # vocabulary): banned near the end of the budget so that the item closes with `}`.
-        self.next_item_ids = [
-            i
-            for i in range(tokenizer.vocab_size)
-            if "}," in tokenizer.decode_str([i]) or "} ," in tokenizer.decode_str([i])
-        ]
+        self.close_id, self.next_item_ids = _vocabulary_facts(tokenizer)
 
     def matcher(self) -> Any:
         return self._llg.LLMatcher(self.tokenizer, self.grammar, log_level=0)
@@ -176,8 +168,22 @@ TRIPLES_SCHEMA_TEXT = json.dumps(TRIPLES_SCHEMA)
 
 _TOKENIZERS: dict[int, Any] = {}
 _GRAMMARS: dict[tuple[int, str], JsonGrammar] = {}
+_FACTS: dict[int, tuple[int | None, list[int]]] = {}
 _EXECUTOR: list[Any] = []
 _LOCK = threading.Lock()
+
+
+def _vocabulary_facts(tokenizer: Any) -> tuple[int | None, list[int]]:
+    """The single token `]` (None when `]` is not one token), and the tokens that close an item
+    and go on to the next (`"},` is one token in SmolLM2's vocabulary): banned near the end of
+    the budget so that an item closes with `}`. Read once per tokenizer."""
+    key = id(tokenizer)
+    if key not in _FACTS:
+        closing = tokenizer.tokenize_str("]")
+        pieces = (tokenizer.decode_str([i]) for i in range(tokenizer.vocab_size))
+        next_item = [i for i, piece in enumerate(pieces) if "}," in piece or "} ," in piece]
+        _FACTS[key] = (closing[0] if len(closing) == 1 else None, next_item)
+    return _FACTS[key]
 
 
 def _executor(llg: Any) -> Any:

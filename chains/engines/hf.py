@@ -10,7 +10,6 @@ chain sets changes an engine (a chain's options travel with each call).
 
 import logging
 import time
-from pathlib import Path
 from typing import Any
 
 from triplesmith.chains.engines.base import (
@@ -20,6 +19,7 @@ from triplesmith.chains.engines.base import (
     Generation,
     GenerationOptions,
     Messages,
+    adapter_dir,
     token_pieces,
 )
 from triplesmith.chains.engines.grammar import GrammarProcessor, grammar_for
@@ -88,19 +88,14 @@ class HFEngine(Engine):
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.vocab_size = int(self.model.config.vocab_size)
         eos = self.model.generation_config.eos_token_id
-        self.eos_ids: list[int] = list(eos) if isinstance(eos, list) else [eos or 0]
         if eos is None:
-            self.eos_ids = [self.tokenizer.eos_token_id]
+            eos = self.tokenizer.eos_token_id
+        self.eos_ids: list[int] = list(eos) if isinstance(eos, list) else [eos]
 
     def _attach_adapter(self, adapter: str) -> Any:
         from peft import PeftModel
 
-        path = Path(adapter)
-        if not (path / "adapter_config.json").is_file():
-            raise ChainError(
-                f"adapter {adapter!r} is not a PEFT adapter directory (no adapter_config.json); "
-                "give the --out directory of `triplesmith train`"
-            )
+        path = adapter_dir(adapter)
         try:
             peft_model = PeftModel.from_pretrained(self.model, str(path))
         except (ValueError, RuntimeError, KeyError) as exc:

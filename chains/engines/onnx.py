@@ -35,6 +35,7 @@ from triplesmith.chains.engines.base import (
     Generation,
     GenerationOptions,
     Messages,
+    adapter_dir,
     token_pieces,
 )
 from triplesmith.chains.engines.grammar import _COMPACT, RESERVE, TRIPLES_SCHEMA_TEXT
@@ -140,11 +141,7 @@ class OnnxEngine(Engine):
         source = _local_dir(ref)
         self.model_hash = model_hash(ref)
         if adapter is not None:
-            if not (Path(adapter) / "adapter_config.json").is_file():
-                raise ChainError(
-                    f"adapter {adapter!r} is not a PEFT adapter directory (no "
-                    "adapter_config.json); give the --out directory of `triplesmith train`"
-                )
+            adapter_dir(adapter)
             self.adapter_hash = adapter_hash(adapter)
         local_hash = (
             self.model_hash if ref.local else model_hash(ModelRef(model, str(source), True))

@@ -14,7 +14,7 @@ import json
 import logging
 import time
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -156,15 +156,8 @@ def build_app(engines: dict[str, Engine], options: GenerationOptions) -> Starlet
             return _error(400, str(exc))
         messages = [{"role": m.role, "content": m.text()} for m in body.messages]
         wanted = body.max_completion_tokens or body.max_tokens or options.max_new_tokens
-        request_options = GenerationOptions(
-            max_new_tokens=wanted,
-            repetition_penalty=options.repetition_penalty,
-            no_repeat_ngram_size=options.no_repeat_ngram_size,
-            stop_repeats=options.stop_repeats,
-            close_loops=options.close_loops,
-            constrained=schema is not None,
-            json_schema=schema,
-            batch_size=options.batch_size,
+        request_options = replace(
+            options, max_new_tokens=wanted, constrained=schema is not None, json_schema=schema
         )
         last_user = next((m["content"] for m in reversed(messages) if m["role"] == "user"), "")
         future = engine.submit(messages, engine.count_tokens(last_user), request_options)
