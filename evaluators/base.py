@@ -181,8 +181,33 @@ class Evaluator(ABC):
         """Corpus-level feedback over a dataset; `outputs_list[i]` belongs to `examples[i]`."""
         return []
 
+    @property
+    def identity(self) -> str:
+        """The name and the parameters that decide the scores (`triple-f1(threshold=85.0)`):
+        stored scores are reused only for the same identity, so a changed threshold re-scores."""
+        params = [
+            f"{name}={_plain(value)}"
+            for name, value in sorted(vars(self).items())
+            if not name.startswith("_") and name not in ("name", "keys", "summary_keys")
+        ]
+        return f"{self.name}({', '.join(params)})" if params else self.name
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r})"
+
+
+def _plain(value: Any) -> str:
+    """A parameter as text: plain values as they are, a model by its name (never its keys)."""
+    if value is None or isinstance(value, str | int | float | bool):
+        return repr(value)
+    if isinstance(value, list | tuple | frozenset | set):
+        items = sorted(value, key=str) if isinstance(value, set | frozenset) else value
+        return "[" + ", ".join(_plain(v) for v in items) + "]"
+    for attribute in ("model_name", "model", "model_id"):
+        name = getattr(value, attribute, None)
+        if isinstance(name, str):
+            return f"{type(value).__name__}:{name}"
+    return type(value).__name__
 
 
 def error_feedback(keys: Sequence[str], exc: BaseException) -> list[Feedback]:

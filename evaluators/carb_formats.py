@@ -1,4 +1,5 @@
-"""CaRB's tuple model and the readers for its gold TSV and the system-output formats it scores.
+"""CaRB's tuple model, the readers for its gold TSV and the system-output formats it scores, and
+the writer of its own tabbed format.
 
 Each reader follows the matching reader of CaRB's reference scorer (`oie_readers/*.py`), so a
 file read here yields the tuples `carb.py` would score; lines it cannot parse raise
@@ -6,7 +7,7 @@ file read here yields the tuples `carb.py` would score; lines it cannot parse ra
 """
 
 import math
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Literal
 
@@ -238,3 +239,21 @@ def read_carb_predictions(path: str | Path, fmt: PredictionFormat) -> Tuples:
             sentence, extraction = parsed
             predicted.setdefault(sentence, []).append(extraction)
     return _normalise_confidences(predicted) if fmt == "props" else predicted
+
+
+def write_tabbed(
+    path: str | Path, predictions: Iterable[tuple[str, Sequence[tuple[str, Sequence[str], float]]]]
+) -> int:
+    """Write extractions in CaRB's own `tabbed` format (`sentence \\t confidence \\t relation \\t
+    arg1 \\t arg2 ...`), which CaRB's scorer reads (`carb.py --tabbed`) as `read_carb_predictions`
+    does; `predictions` holds (sentence, [(relation, args, confidence), ...]). Tabs and newlines
+    inside a field become spaces. Returns the number of lines written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    lines = []
+    for sentence, extractions in predictions:
+        for relation, args, confidence in extractions:
+            fields = [sentence, f"{float(confidence):.6f}", relation, *args]
+            lines.append("\t".join(" ".join(field.split()) for field in fields))
+    path.write_text("".join(f"{line}\n" for line in lines), encoding="utf-8")
+    return len(lines)

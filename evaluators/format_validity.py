@@ -10,7 +10,7 @@ When the outputs carry triage tags, every tag gets a `tag:<name>` feedback, 1.0 
 from collections.abc import Iterable
 
 from triplesmith.evaluators.base import Evaluator, Feedback, RunOutputs, read_prediction
-from triplesmith.graph.triage import TAG_NAMES
+from triplesmith.evaluators.triage import TAG_NAMES
 from triplesmith.schema import Example
 
 # The failure modes of the graph's triage; absent ones score 0.0.

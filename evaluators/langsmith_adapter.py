@@ -85,20 +85,26 @@ def outputs_from_run(run: schemas.Run) -> dict[str, Any]:
     return outputs
 
 
-def feedback_to_result(feedback: Feedback) -> dict[str, Any]:
-    """One LangSmith evaluation result from one `Feedback`."""
+def feedback_to_result(feedback: Feedback, evaluator: str | None = None) -> dict[str, Any]:
+    """One LangSmith evaluation result from one `Feedback`; `evaluator` (the identity of the
+    evaluator that gave it) travels in the result's metadata."""
+    result: dict[str, Any] = {"key": feedback.key, "score": feedback.score}
     if feedback.error is not None:
-        return {
-            "key": feedback.key,
-            "score": None,
-            "comment": feedback.error,
-            "extra": {"error": True},
-        }
-    return {"key": feedback.key, "score": feedback.score, "comment": feedback.comment}
+        result.update(score=None, comment=feedback.error, extra={"error": True})
+    else:
+        result["comment"] = feedback.comment
+    if evaluator is not None:
+        result["metadata"] = {EVALUATOR_KEY: evaluator}
+    return result
 
 
-def _results(feedback: Sequence[Feedback]) -> dict[str, Any]:
-    return {"results": [feedback_to_result(f) for f in feedback]}
+EVALUATOR_KEY = "triplesmith_evaluator"
+"""The metadata key of an evaluation result that names the evaluator that gave it."""
+
+
+def _results(feedback: Sequence[Feedback], evaluator: Evaluator | None = None) -> dict[str, Any]:
+    identity = evaluator.identity if evaluator is not None else None
+    return {"results": [feedback_to_result(f, identity) for f in feedback]}
 
 
 def row_evaluator(evaluator: Evaluator) -> RowEvaluator:
@@ -108,8 +114,8 @@ def row_evaluator(evaluator: Evaluator) -> RowEvaluator:
         try:
             ours = example_from_langsmith(example)
         except Exception as exc:
-            return _results(error_feedback(evaluator.keys, exc))
-        return _results(safe_evaluate(evaluator, outputs_from_run(run), ours))
+            return _results(error_feedback(evaluator.keys, exc), evaluator)
+        return _results(safe_evaluate(evaluator, outputs_from_run(run), ours), evaluator)
 
     evaluate_row.__name__ = evaluator.name
     return evaluate_row

@@ -95,3 +95,8 @@ def get_evaluators(
         else:
             evaluators.append(_FACTORIES[name](settings))
     return evaluators
+
+
+def check_names(names: str | Sequence[str]) -> list[str]:
+    """The evaluator names, cleaned; an unknown one is an `EvaluatorError` naming the valid ones."""
+    return _names(names)

@@ -9,11 +9,11 @@ from triplesmith.graph import nodes
 from triplesmith.graph.state import (
     BranchOutput,
     BranchState,
-    ExtractorContext,
     ExtractorInput,
     ExtractorOutput,
     ExtractorState,
 )
+from triplesmith.run_config import RunContext
 
 
 def build_branch() -> Any:
@@ -37,7 +37,7 @@ def build_graph() -> Any:
     """START → validate → route (Send, one branch per chain) → run_chain → END."""
     graph = StateGraph(
         ExtractorState,
-        context_schema=ExtractorContext,
+        context_schema=RunContext,
         input_schema=ExtractorInput,
         output_schema=ExtractorOutput,
     )

@@ -11,18 +11,13 @@ from langgraph.types import Send
 from triplesmith.chains.parser import ParseDiagnostics, parse_triples
 from triplesmith.chains.registry import get_chain
 from triplesmith.chains.spec import ChainSpec, parse_spec
-from triplesmith.errors import ChainError, InvalidInputError
-from triplesmith.graph.state import BranchState, ExtractorContext, ExtractorState
-from triplesmith.graph.triage import triage
+from triplesmith.errors import ChainError, ConfigError, InvalidInputError, TriplesmithError
+from triplesmith.evaluators.triage import triage
+from triplesmith.graph.state import BranchState, ExtractorState
+from triplesmith.run_config import GRAPH_KEYS, MAX_CHAINS, RunConfig, parse_run_config
 from triplesmith.schema import Example, Triple
 from triplesmith.settings import get_settings
 from triplesmith.text import collapse_whitespace
-
-DEFAULT_CHAIN = "few-shot:smollm2"
-
-
-MAX_CHAINS = 8  # chains one request may run
-MAX_REPAIRS = 5  # re-asks one answer may get
 
 # What LangGraph, its server and LangSmith put into `configurable` besides the run's own keys.
 _INTERNAL_PREFIXES = (
@@ -30,13 +25,13 @@ _INTERNAL_PREFIXES = (
 )  # fmt: skip
 
 
-def run_options(config: RunnableConfig | None) -> dict[str, Any]:
-    """The run's configuration: LangGraph's run context (`graph.invoke(..., context={...})`),
-    overlaid by `configurable` (older clients, `langgraph dev` requests). A key that is neither
-    an `ExtractorContext` field nor LangGraph's own is an error naming the valid keys."""
+def run_options(config: RunnableConfig | None) -> RunConfig:
+    """The run's `RunConfig` (its graph fields): LangGraph's run context
+    (`graph.invoke(..., context={...})`), overlaid by `configurable` (older clients,
+    `langgraph dev` requests). A key that is not a graph field of RunConfig (nor LangGraph's
+    own) or a bad value is an input error naming the valid keys."""
     from langgraph.runtime import get_runtime
 
-    valid = set(ExtractorContext.__annotations__)
     options: dict[str, Any] = {}
     try:
         context = get_runtime().context
@@ -46,27 +41,27 @@ def run_options(config: RunnableConfig | None) -> dict[str, Any]:
         options.update({k: v for k, v in context.items() if v is not None})
     configurable = (config or {}).get("configurable") or {}
     options.update({k: v for k, v in configurable.items() if not k.startswith(_INTERNAL_PREFIXES)})
-    unknown = sorted(set(options) - valid)
-    if unknown:
-        raise InvalidInputError(
-            f"unknown run configuration key(s) {', '.join(map(repr, unknown))}; "
-            f"valid keys are {', '.join(sorted(valid))}"
-        )
-    return options
+    try:
+        run = parse_run_config(options, GRAPH_KEYS)
+    except ConfigError as exc:
+        raise InvalidInputError(str(exc)) from None
+    if not all(isinstance(e, str) for e in run.evaluators):
+        raise InvalidInputError("a graph run names its evaluators, e.g. ['triple-f1', 'carb']")
+    return run
 
 
-def _apply_overrides(spec: ChainSpec, options: dict[str, Any]) -> ChainSpec:
+def _apply_overrides(spec: ChainSpec, run: RunConfig) -> ChainSpec:
     changed = spec.model_copy(deep=True)
-    if options.get("model"):
-        changed.model = str(options["model"])
-    if options.get("adapter"):
+    if run.model:
+        changed.model = run.model
+    if run.adapter:
         if spec.kind != "hf":
             raise ChainError(f"configurable adapter applies to hf chains, not {spec}")
-        changed.options["adapter"] = str(options["adapter"])
-    if options.get("k") is not None and spec.kind == "few-shot":
-        changed.options["k"] = int(options["k"])
-    if options.get("constrained") is not None:
-        changed.options["constrained"] = bool(options["constrained"])
+        changed.options["adapter"] = run.adapter
+    if run.k is not None and spec.kind == "few-shot":
+        changed.options["k"] = run.k
+    if run.constrained is not None:
+        changed.options["constrained"] = run.constrained
     return parse_spec(str(changed))
 
 
@@ -86,8 +81,10 @@ def validate(state: ExtractorState, config: RunnableConfig) -> dict[str, Any]:
             raise InvalidInputError(
                 f'input "gold" must be a list of {{"s", "relation", "object"}}: {exc}'
             ) from None
-    options = run_options(config)
-    requested = options.get("chain") or state.get("chains") or state.get("chain") or DEFAULT_CHAIN
+    run = run_options(config)
+    requested: Any = run.chains
+    if "chains" not in run.model_fields_set:  # the input may name them instead
+        requested = state.get("chains") or state.get("chain") or run.chains
     if isinstance(requested, str):
         requested = [requested]
     if not isinstance(requested, list) or not all(isinstance(s, str) for s in requested):
@@ -96,24 +93,19 @@ def validate(state: ExtractorState, config: RunnableConfig) -> dict[str, Any]:
         raise InvalidInputError(
             f"a request may run at most {MAX_CHAINS} chains, got {len(requested)}; split it"
         )
-    _max_repairs(options)  # refused here, before any chain runs
     try:
-        parsed = [_apply_overrides(parse_spec(s), options) for s in requested]
+        parsed = [_apply_overrides(parse_spec(s), run) for s in requested]
     except ChainError as exc:
         raise InvalidInputError(str(exc)) from None
     for spec in parsed:
         _check_roots(spec)
+    if run.score and gold:  # an unknown evaluator or a missing judge: refused before any chain
+        try:
+            _evaluators(tuple(run.evaluators), run.judge_model)
+        except TriplesmithError as exc:
+            raise InvalidInputError(str(exc)) from None
     specs = [str(spec) for spec in parsed]
     return {"sentence": sentence, "gold": gold, "specs": list(dict.fromkeys(specs))}
-
-
-def _max_repairs(options: dict[str, Any]) -> int:
-    value = options.get("max_repairs", get_settings().max_repairs)
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_REPAIRS:
-        raise InvalidInputError(
-            f"max_repairs must be an integer from 0 to {MAX_REPAIRS}, got {value!r}"
-        )
-    return value
 
 
 def _check_roots(spec: ChainSpec) -> None:
@@ -145,16 +137,21 @@ def _looks_like_path(value: str) -> bool:
 
 def route(state: ExtractorState, config: RunnableConfig) -> list[Send]:
     """One branch per chain, run concurrently (comparison mode when there are several)."""
-    options = run_options(config)
-    max_repairs = _max_repairs(options)
+    run = run_options(config)
+    scoring = None
+    if run.score and state.get("gold"):
+        scoring = {"evaluators": run.evaluators, "judge_model": run.judge_model}
     return [
         Send(
             "run_chain",
             {
                 "sentence": state["sentence"],
                 "gold": state.get("gold"),
+                "meta": state.get("meta") or {},
+                "example_id": state.get("example_id"),
                 "spec": spec,
-                "max_repairs": max_repairs,
+                "max_repairs": run.max_repairs,
+                "scoring": scoring,
                 "attempts": [],
             },  # fmt: skip
         )
@@ -210,7 +207,7 @@ def parse(state: BranchState) -> dict[str, Any]:
 
 
 def triage_node(state: BranchState) -> dict[str, Any]:
-    """Tag the answer's failure modes (graph/triage.py), with the prompt's few-shot examples."""
+    """Tag the answer's failure modes (evaluators/triage.py), with the prompt's few-shot examples."""
     extraction = state["extraction"]
     chain = _chain(state["spec"])
     shots: list[Example] = (
@@ -242,25 +239,33 @@ def needs_repair(state: BranchState) -> str:
     return "score"
 
 
-@lru_cache(maxsize=1)
-def _gold_evaluators() -> list[Any]:
-    """The deterministic evaluators the score node runs, built once per process."""
+@lru_cache(maxsize=8)
+def _evaluators(names: tuple[str, ...], judge_model: str | None) -> list[Any]:
+    """The run's evaluators, built once per process for each configuration."""
     from triplesmith.evaluators.registry import get_evaluators
 
-    return get_evaluators("triple-f1,triple-f1-exact,format,carb")
+    return get_evaluators(list(names), judge_model=judge_model)
 
 
 def score(state: BranchState) -> dict[str, Any]:
-    """Score against gold when gold triples came with the input (deterministic evaluators), and
-    write this chain's result into the shared `results` under its spec."""
-    scores: dict[str, float | None] = {}
-    if state.get("gold"):
-        from triplesmith.evaluators.base import evaluate_all
+    """Score against gold with the run's evaluators, once, when gold came with the input and the
+    run asked for scores (experiments do not: they score each answer themselves); then write
+    this chain's result into the shared `results` under its spec."""
+    scoring = state.get("scoring")
+    if not scoring:
+        return finish(state)
+    from triplesmith.evaluators.base import evaluate_all
 
-        example = Example(id="input", sentence=state["sentence"], triples=state["gold"])
-        outputs = {**state["extraction"], "tags": state.get("tags", [])}
-        feedback = evaluate_all(_gold_evaluators(), outputs, example)
-        scores = {f.key: f.score for f in feedback if f.error is None}
+    example = Example(
+        id=state.get("example_id") or "input",
+        sentence=state["sentence"],
+        triples=state["gold"],
+        meta=state.get("meta") or {},
+    )
+    outputs = {**state["extraction"], "tags": state.get("tags", [])}
+    evaluators = _evaluators(tuple(scoring["evaluators"]), scoring.get("judge_model"))
+    feedback = evaluate_all(evaluators, outputs, example)
+    scores = {f.key: f.score for f in feedback if f.error is None}
     return finish({**state, "scores": scores})
 
 
@@ -269,7 +274,8 @@ def finish(state: BranchState) -> dict[str, Any]:
     result = {
         **state["extraction"],
         "tags": state.get("tags", []),
-        "scores": state.get("scores", {}),
         "attempts": state.get("attempts", []),
     }
+    if state.get("scoring"):
+        result["scores"] = state.get("scores", {})
     return {"results": {state["spec"]: result}}

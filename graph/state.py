@@ -19,6 +19,7 @@ class ExtractorInput(TypedDict, total=False):
 
     sentence: str
     gold: list[dict[str, str]] | None
+    meta: dict[str, Any] | None  # benchmark gold beside the triples (CaRB tuples, BenchIE facts)
     example_id: str | None
     chain: str | None
     chains: list[str] | None
@@ -42,8 +43,11 @@ class BranchState(TypedDict, total=False):
 
     sentence: str
     gold: list[dict[str, str]] | None
+    meta: dict[str, Any]
+    example_id: str | None
     spec: str
     max_repairs: int
+    scoring: dict[str, Any] | None  # the run's evaluators and judge, when it scores
     extraction: dict[str, Any]
     attempts: list[dict[str, Any]]
     tags: list[dict[str, Any]]
@@ -55,19 +59,3 @@ class BranchOutput(TypedDict, total=False):
     """What a branch hands back to the parent graph: only its result (no shared keys clash)."""
 
     results: Annotated[dict[str, Any], merge_results]
-
-
-class ExtractorContext(TypedDict, total=False):
-    """Run configuration (`config["configurable"]` or the run context), shown in LangGraph Studio.
-
-    chain: a chain spec or a list of specs (comparison mode), e.g. `few-shot:smollm2`;
-    model / adapter / k / constrained: override those parts of every chain spec;
-    max_repairs: re-asks allowed after a format error (default 1).
-    """
-
-    chain: str | list[str]
-    model: str
-    adapter: str
-    k: int
-    max_repairs: int
-    constrained: bool

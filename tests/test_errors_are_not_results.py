@@ -158,15 +158,15 @@ def test_the_langsmith_row_evaluator_gives_a_failed_run_no_results() -> None:
 
 
 def test_a_rerun_replaces_a_failed_row_but_never_a_finished_one(tmp_path: Path) -> None:
-    from test_store import record, row
+    from test_store import add, record, row
 
     with ExperimentStore(tmp_path / "s.sqlite") as db:
         db.begin(record())
         failed = row("a").model_copy(update={"error": "refused", "feedback": []})
         assert db.add(failed) is True and db.finished_ids("exp-1") == set()
         assert db.add(failed) is True  # failed again: still failed, the newer error kept
-        assert db.add(row("a", f1=0.5)) is True  # answered: replaces the failure
-        assert db.add(failed) is False and db.add(row("a", f1=0.0)) is False
+        assert add(db, row("a", f1=0.5)) is True  # answered: replaces the failure
+        assert db.add(failed) is False and add(db, row("a", f1=0.0)) is False
         (stored,) = db.rows("exp-1")
         assert stored.error is None and stored.score("triple_f1") == 0.5
         assert db.finished_ids("exp-1") == {"a"} and db.failed_ids("exp-1") == set()

@@ -21,12 +21,12 @@ from langchain_core.outputs import ChatGeneration, ChatResult
 from pydantic import Field
 
 from triplesmith.chains.registry import get_chain, register_chat_model
+from triplesmith.data.fingerprint import dataset_fingerprint
 from triplesmith.data.registry import load_dataset
-from triplesmith.errors import DatasetError, EvaluatorError, ExperimentError
+from triplesmith.errors import ConfigError, DatasetError, EvaluatorError, ExperimentError
 from triplesmith.evaluators.base import Evaluator, Feedback, evaluate_all, summarise_all
 from triplesmith.evaluators.registry import get_evaluators
 from triplesmith.experiments.curate import curate
-from triplesmith.experiments.inputs import dataset_fingerprint
 from triplesmith.experiments.runner import run_experiment
 from triplesmith.experiments.store import ExperimentStore
 from triplesmith.schema import Example
@@ -101,7 +101,7 @@ def test_every_example_is_stored_with_exactly_the_evaluators_feedback(tmp_path: 
     meta = result.record.metadata
     assert meta["chain"] == "zero-shot:oracle-half" and meta["model"] == "oracle-half"
     assert meta["dataset_hash"] == dataset_fingerprint(EXAMPLES) and meta["via_graph"] is True
-    assert meta["prompt_id"] and meta["evaluators"] == ["triple-f1", "format", "carb"]
+    assert meta["prompt_id"] and "evaluators" not in meta  # scoring never keys the answers
     assert "git_commit" in meta and "adapter_hash" in meta
     with ExperimentStore(store) as reopened:
         stored = sorted(reopened.rows(result.key), key=lambda r: r.example_id)
@@ -183,7 +183,7 @@ def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
         run_experiment("zero-shot:oracle-bad", EXAMPLES, "f1", store=store)
     with pytest.raises(DatasetError, match="unknown dataset"):
         run_experiment("zero-shot:oracle-bad", "no-such-dataset", store=store)
-    with pytest.raises(ExperimentError, match="limit must be at least 1"):
+    with pytest.raises(ConfigError, match="limit: Input should be greater than or equal to 1"):
         run_experiment("zero-shot:oracle-bad", EXAMPLES, store=store, limit=0)
     with pytest.raises(ExperimentError, match="appears twice"):
         run_experiment("zero-shot:oracle-bad", EXAMPLES[:1] * 2, store=store)
@@ -243,7 +243,7 @@ def _stored_ids(store: Path) -> list[str]:
         return []
     with sqlite3.connect(store, timeout=10) as db:
         try:
-            return [row[0] for row in db.execute("SELECT example_id FROM examples")]
+            return [row[0] for row in db.execute("SELECT example_id FROM answers")]
         except sqlite3.OperationalError:  # the tables are not created yet
             return []
 
@@ -355,3 +355,19 @@ def test_without_a_key_nothing_touches_the_network_even_with_tracing_on(tmp_path
     assert report["during"] == []  # no connection and no name lookup during the run
     assert report["after"], "the audit hook must see the probe's own connection"
     assert len(accepted) == 1  # only the probe reached the listener
+
+
+def test_a_few_shot_pool_holding_an_evaluated_example_is_refused_before_any_call(
+    tmp_path: Path,
+) -> None:
+    from triplesmith.data.jsonl import write_jsonl
+    from triplesmith.errors import ChainError
+
+    model = half_right("oracle-leak")
+    pool = tmp_path / "pool.jsonl"
+    write_jsonl(pool, [*load_dataset("sample:train")[:5], EXAMPLES[2]])  # one test example
+    with pytest.raises(ChainError, match="overlaps the test split"):
+        run_experiment(
+            f"few-shot:oracle-leak+k=3+shots={pool}", EXAMPLES, store=tmp_path / "s.sqlite"
+        )
+    assert model.calls == []

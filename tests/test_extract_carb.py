@@ -11,7 +11,7 @@ import pytest
 
 from triplesmith.chains.parser import parse_triples
 from triplesmith.data.carb import read_carb_gold
-from triplesmith.graph.triage import triage
+from triplesmith.evaluators.triage import triage
 
 pytestmark = pytest.mark.slow
 

@@ -9,9 +9,9 @@ from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langsmith_fake_server import FakeLangSmith
 
 from triplesmith.chains.registry import register_chat_model
+from triplesmith.data.fingerprint import dataset_fingerprint
 from triplesmith.data.registry import load_dataset
 from triplesmith.experiments.curate import curate
-from triplesmith.experiments.inputs import dataset_fingerprint
 from triplesmith.experiments.runner import run_experiment
 
 API_KEY = "lsv2_pt_test-key-0123456789"

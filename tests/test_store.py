@@ -1,4 +1,5 @@
-"""The experiment store: WAL mode, one row per (experiment, example), resume, no secrets."""
+"""The experiment store: WAL mode, one answer per (experiment, example), scores apart by
+evaluator, resume, no secrets."""
 
 import sqlite3
 import threading
@@ -44,6 +45,11 @@ def row(example_id: str, key: str = "exp-1", f1: float | None = 1.0) -> StoredEx
     )
 
 
+def add(store: ExperimentStore, answer: StoredExample) -> bool:
+    """Store an answer with its feedback as one evaluator's scores."""
+    return store.add(answer.model_copy(update={"feedback": []}), {"test": answer.feedback})
+
+
 @pytest.fixture
 def store(tmp_path: Path):
     with ExperimentStore(tmp_path / "experiments.sqlite") as opened:
@@ -57,24 +63,48 @@ def test_the_store_file_is_in_wal_mode(store: ExperimentStore) -> None:
 
 
 def test_an_example_is_stored_once_even_when_written_twice(store: ExperimentStore) -> None:
-    assert store.add(row("a")) is True
-    assert store.add(row("a", f1=0.0)) is False
+    assert add(store, row("a")) is True
+    assert add(store, row("a", f1=0.0)) is False
     rows = store.rows("exp-1")
     assert [r.example_id for r in rows] == ["a"]
     assert rows[0].score("triple_f1") == 1.0  # the first write stands
 
 
+def test_scores_are_kept_per_evaluator_and_read_for_the_evaluators_asked(
+    store: ExperimentStore,
+) -> None:
+    answer = row("a").model_copy(update={"feedback": []})
+    store.add(answer, {"triple-f1": [Feedback(key="triple_f1", score=0.5)]})
+    store.add_scores("exp-1", "a", {"format": [Feedback(key="format", score=1.0)]})
+    assert store.scored("exp-1") == {"a": {"triple-f1", "format"}}
+    (only_format,) = store.rows("exp-1", ["format"])
+    assert [f.key for f in only_format.feedback] == ["format"]
+    (both,) = store.rows("exp-1", ["format", "triple-f1"])
+    assert [f.key for f in both.feedback] == ["format", "triple_f1"]
+
+
+def test_a_failed_answer_replaced_by_a_finished_one_loses_nothing_but_its_error(
+    store: ExperimentStore,
+) -> None:
+    failed = row("a").model_copy(update={"feedback": [], "error": "timeout"})
+    assert store.add(failed, {"format": [Feedback(key="format", score=0.0)]})
+    assert store.scored("exp-1") == {}  # a failed answer is never scored
+    assert add(store, row("a"))
+    (stored,) = store.rows("exp-1")
+    assert stored.error is None and stored.score("triple_f1") == 1.0
+
+
 def test_the_database_itself_refuses_a_duplicate_example(store: ExperimentStore) -> None:
-    store.add(row("a"))
+    add(store, row("a"))
     with sqlite3.connect(store.path) as other, pytest.raises(sqlite3.IntegrityError):
         other.execute(
-            "INSERT INTO examples (experiment, example_id, example, outputs, feedback, finished) "
-            "VALUES ('exp-1', 'a', '{}', '{}', '[]', 'now')"
+            "INSERT INTO answers (experiment, example_id, example, outputs, finished) "
+            "VALUES ('exp-1', 'a', '{}', '{}', 'now')"
         )
 
 
 def test_a_row_round_trips_with_feedback_errors_and_counts(store: ExperimentStore) -> None:
-    store.add(row("a"))
+    add(store, row("a"))
     (stored,) = store.rows("exp-1")
     assert stored == row("a").model_copy(update={"finished": stored.finished})
     assert stored.score("judge") is None  # an evaluator error is no score
@@ -83,9 +113,9 @@ def test_a_row_round_trips_with_feedback_errors_and_counts(store: ExperimentStor
 
 def test_finished_ids_drive_the_resume(store: ExperimentStore) -> None:
     for example_id in ("a", "b"):
-        store.add(row(example_id))
+        add(store, row(example_id))
     store.begin(record("exp-2"))
-    store.add(row("c", key="exp-2"))
+    add(store, row("c", key="exp-2"))
     assert store.finished_ids("exp-1") == {"a", "b"}
     assert store.finished_ids("exp-2") == {"c"}
     todo = [e for e in ("a", "b", "c", "d") if e not in store.finished_ids("exp-1")]
@@ -96,7 +126,7 @@ def test_rows_written_by_another_connection_are_seen(tmp_path: Path) -> None:
     path = tmp_path / "shared.sqlite"
     with ExperimentStore(path) as writer, ExperimentStore(path) as reader:
         writer.begin(record())
-        writer.add(row("a"))
+        add(writer, row("a"))
         assert reader.finished_ids("exp-1") == {"a"}
 
 
@@ -106,7 +136,7 @@ def test_concurrent_writers_store_each_example_exactly_once(store: ExperimentSto
 
     def write() -> None:
         for example_id in ids:
-            wins.append(store.add(row(example_id)))
+            wins.append(add(store, row(example_id)))
 
     threads = [threading.Thread(target=write) for _ in range(4)]
     for thread in threads:

@@ -33,6 +33,9 @@ def test_study_writes_the_report_and_a_rerun_reuses_finished_stages(tmp_path: Pa
         "tags.png",
         "quality.png",
         "curated.jsonl",
+        "predictions/zero-shot.tsv",
+        "predictions/few-shot.tsv",
+        "predictions/fine-tuned.tsv",
     ):
         assert (out / "report" / name).is_file(), name
     report = (out / "report" / "report.md").read_text()
@@ -44,6 +47,9 @@ def test_study_writes_the_report_and_a_rerun_reuses_finished_stages(tmp_path: Pa
     assert "OpenIE-4" not in report  # a demo on two sentences is not the CaRB test set
     for label in ("zero-shot smollm2", "few-shot smollm2 (k=3)", "fine-tuned smollm2"):
         assert label in first.stdout
+    # Only our own progress and messages: no third-party bars or banners.
+    for output in (first.stdout, first.stderr):
+        assert "Starting evaluation" not in output and "it/s]" not in output
     manifest = json.loads((out / "adapter" / "manifest.json").read_text())
     assert manifest["steps"] == 2 and manifest["method"] == "lora"
     stages = json.loads((out / "stages.json").read_text())

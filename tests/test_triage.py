@@ -9,7 +9,7 @@ from hypothesis import strategies as st
 
 from triplesmith.chains.parser import parse_triples
 from triplesmith.errors import EvaluatorError
-from triplesmith.graph.triage import TAG_NAMES, Tag, triage
+from triplesmith.evaluators.triage import TAG_NAMES, Tag, triage
 from triplesmith.schema import Example, Triple
 from triplesmith.settings import TriageThresholds
 

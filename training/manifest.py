@@ -8,7 +8,6 @@ chain records.
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import platform
 import tempfile
@@ -19,6 +18,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from triplesmith.data.fingerprint import dataset_fingerprint
 from triplesmith.errors import TrainingError
 from triplesmith.schema import Example
 
@@ -131,17 +131,8 @@ def adapter_hash(adapter_dir: str | Path) -> str:
 
 
 def dataset_hash(examples: Sequence[Example]) -> str:
-    """A short sha256 of the training examples in order (id, sentence, triples)."""
-    digest = hashlib.sha256()
-    for example in examples:
-        record = {
-            "id": example.id,
-            "sentence": example.sentence,
-            "triples": [t.model_dump() for t in example.triples],
-        }
-        digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()[:16]
+    """The training examples' fingerprint, the same one experiment records carry."""
+    return dataset_fingerprint(examples)
 
 
 def package_versions() -> dict[str, str]:

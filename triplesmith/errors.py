@@ -36,3 +36,8 @@ class InvalidInputError(ChainError, ValueError):
 
 class SettingsError(TriplesmithError):
     """A `TRIPLESMITH_*` (or provider) environment variable with a value that cannot be used."""
+
+
+class ConfigError(TriplesmithError, ValueError):
+    """A run configuration with an unknown key or a value out of range (a ValueError too, so a
+    graph request with one gets its message back from `langgraph dev`)."""

@@ -15,7 +15,7 @@ from triplesmith.redaction import redact_url
 
 
 class TriageThresholds(BaseModel):
-    """Named thresholds of the triage rules (graph/triage.py). Fuzzy scores are rapidfuzz's 0-100."""
+    """Named thresholds of the triage rules (evaluators/triage.py). Fuzzy scores are rapidfuzz's 0-100."""
 
     grounding: float = Field(
         80.0, description="fuzzy score an ordinary word needs to count as in a text"
@@ -40,11 +40,6 @@ class TriageThresholds(BaseModel):
     )
     near_duplicate: float = Field(
         90.0, description="fuzzy score each field of two triples needs to make them near-duplicates"
-    )
-    fact_overlap: float = Field(
-        0.7,
-        description="share of words (Jaccard) a predicted and a gold triple must share in the "
-        "subject and in relation+object to match, unless one holds all the other's words",
     )
     omission_recall: float = Field(0.5, description="recall below this (with gold) tags omission")
     over_extraction_ratio: float = Field(

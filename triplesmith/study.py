@@ -15,66 +15,53 @@ import time
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError
 from rich.console import Console
 
 from triplesmith.data.jsonl import write_jsonl
 from triplesmith.data.registry import load_dataset
 from triplesmith.data.split import make_split, write_split
 from triplesmith.errors import ExperimentError, TriplesmithError
+from triplesmith.run_config import RunConfig
 from triplesmith.settings import get_settings
 from triplesmith.verdict import verdict_lines
 
 log = logging.getLogger(__name__)
 Preset = Literal["demo", "carb"]
+STUDY_EVALUATORS = ["triple-f1", "format", "carb"]
 
 
 class StudyConfig(BaseModel):
-    """What a study runs. The presets fill it; every field can be overridden."""
+    """What a study runs. The presets fill it; every field can be overridden. Training fields
+    left None take `TrainConfig`'s defaults; `run` is the evaluation's `RunConfig`."""
 
     preset: Preset
     out: Path
     base: str = "smollm2"
     carb_dir: Path | None = None
     benchie_dir: Path | None = None
-    # training
+    # training (None: TrainConfig's default)
     method: Literal["auto", "lora", "qlora"] = "auto"
-    epochs: float = Field(3.0, gt=0, le=1000)
+    epochs: float | None = Field(None, gt=0, le=1000)
     max_steps: int | None = Field(None, ge=1)
-    batch_size: int = Field(8, ge=1, le=4096)
-    grad_accum: int = Field(1, ge=1, le=1024)  # micro-batches per optimizer step
-    learning_rate: float = Field(2e-4, gt=0, lt=1)
-    max_seq_len: int = Field(512, ge=16, le=131072)
-    group_by_length: bool = False  # batches of similar lengths: less padding when not packing
-    # evaluation
+    batch_size: int | None = Field(None, ge=1, le=4096)
+    grad_accum: int | None = Field(None, ge=1, le=1024)  # micro-batches per optimizer step
+    learning_rate: float | None = Field(None, gt=0, lt=1)
+    max_seq_len: int | None = Field(None, ge=16, le=131072)
+    group_by_length: bool | None = None  # batches of similar lengths: less padding
+    # the chains
     k: int | None = Field(None, ge=0, le=64)  # few-shot examples; default: settings.few_shot_k
-    limit: int | None = Field(None, ge=1)
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
-    # examples in flight; local chains batch them into one generate
-    max_concurrency: int = Field(16, ge=1, le=4096)
-    # the graph's re-asks after a format error; default settings
-    max_repairs: int | None = Field(None, ge=0, le=5)
-    evaluators: list[str] = Field(default_factory=lambda: ["triple-f1", "format", "carb"])
     openai_model: str = "gpt-4o-mini"
     openai_ft_model: str | None = None
-    judge_model: str | None = None
+    # the evaluation: evaluators, concurrency, repairs, limit, judge
+    run: RunConfig = Field(default_factory=RunConfig)
     curate_below: float = Field(0.5, ge=0, le=1)
-
-    @field_validator("evaluators")
-    @classmethod
-    def _known_evaluators(cls, names: list[str]) -> list[str]:
-        from triplesmith.evaluators.registry import EVALUATOR_NAMES
-
-        unknown = [name for name in names if name not in EVALUATOR_NAMES]
-        if unknown or not names:
-            raise ValueError(
-                f"unknown evaluator {', '.join(map(repr, unknown)) or '(none given)'}; "
-                f"valid evaluators are {', '.join(EVALUATOR_NAMES)}"
-            )
-        return names
 
     @classmethod
     def from_preset(cls, preset: Preset, out: Path, **overrides: Any) -> "StudyConfig":
+        """The preset's configuration with `overrides` over it (None values ignored); a
+        `RunConfig` field (`limit`, `max_concurrency`, `evaluators`, ...) goes to `run`."""
         presets: dict[str, dict[str, Any]] = {
             # Sized for 2 CPU cores: the 52-sentence sample train split, its 20 test sentences
             # all in one batch, and no repair round (it doubles the base chains' time there).
@@ -88,8 +75,7 @@ class StudyConfig(BaseModel):
                 "grad_accum": 8,
                 "max_seq_len": 384,
                 "group_by_length": True,
-                "max_concurrency": 32,
-                "max_repairs": 0,
+                "run": {"evaluators": STUDY_EVALUATORS, "max_concurrency": 32, "max_repairs": 0},
             },
             # The benchmark split: train on CaRB dev + BenchIE (not CaRB test), test on CaRB test.
             "carb": {
@@ -99,18 +85,29 @@ class StudyConfig(BaseModel):
                 "learning_rate": 1e-3,
                 "batch_size": 16,
                 "max_seq_len": 1024,  # the longest CaRB train example is 987 tokens
-                "max_concurrency": 64,
-                "evaluators": ["triple-f1", "format", "carb", "benchie"],
+                "run": {"evaluators": [*STUDY_EVALUATORS, "benchie"], "max_concurrency": 64},
             },
         }
         given = {key: value for key, value in overrides.items() if value is not None}
+        values = {**presets[preset], **{k: v for k, v in given.items() if k in cls.model_fields}}
+        run_fields = {k: v for k, v in given.items() if k not in cls.model_fields}
         try:
-            return cls(preset=preset, out=out, **{**presets[preset], **given})
+            values["run"] = RunConfig.of(None, **{**values.get("run", {}), **run_fields})
+            if values["run"].judge_model and "judge" not in values["run"].evaluators:
+                values["run"] = values["run"].model_copy(
+                    update={"evaluators": [*values["run"].evaluators, "judge"]}
+                )
+            from triplesmith.evaluators.registry import check_names
+
+            check_names(values["run"].evaluators)
+            return cls(preset=preset, out=out, **values)
         except ValidationError as exc:
             problems = "; ".join(
                 f"{'.'.join(map(str, e['loc'])) or 'study'}: {e['msg']}" for e in exc.errors()
             )
             raise ExperimentError(f"study settings refused before any work: {problems}") from None
+        except TriplesmithError as exc:
+            raise ExperimentError(f"study settings refused before any work: {exc}") from None
 
 
 def _digest(*parts: Any) -> str:
@@ -225,7 +222,7 @@ def _train(
         grad_accum=config.grad_accum,
         learning_rate=config.learning_rate,
         max_seq_len=config.max_seq_len,
-        group_by_length=config.group_by_length or None,
+        group_by_length=config.group_by_length,
     )
     fingerprint = _digest(
         config.base, train_config.hyperparameters(), _file_digest(data_dir / "train.jsonl")
@@ -256,20 +253,25 @@ def _train(
     return False
 
 
-def study_chains(config: StudyConfig, data_dir: Path, adapter_dir: Path) -> list[str]:
-    """The chains compared: base zero-shot, base few-shot, fine-tuned; OpenAI ones with a key."""
+# The study's roles: the baseline of its question is the few-shot base, the answer the fine-tuned.
+BASELINE, FINE_TUNED = "few-shot", "fine-tuned"
+
+
+def study_chains(config: StudyConfig, data_dir: Path, adapter_dir: Path) -> dict[str, str]:
+    """The chains compared, by role: the zero-shot base, the few-shot base (the baseline), the
+    fine-tuned model; OpenAI few-shot and fine-tuned chains with a key."""
     budget = f"+max_new_tokens={config.max_new_tokens}" if config.max_new_tokens else ""
     k = config.k if config.k is not None else get_settings().few_shot_k
     shots = f"+k={k}+shots={data_dir / 'train.jsonl'}"
-    chains = [
-        f"zero-shot:{config.base}{budget}",
-        f"few-shot:{config.base}{shots}{budget}",
-        f"hf:{config.base}+adapter={adapter_dir}{budget}",
-    ]
+    chains = {
+        "zero-shot": f"zero-shot:{config.base}{budget}",
+        BASELINE: f"few-shot:{config.base}{shots}{budget}",
+        FINE_TUNED: f"hf:{config.base}+adapter={adapter_dir}{budget}",
+    }
     if get_settings().openai_api_key is not None:
-        chains.append(f"few-shot:openai:{config.openai_model}{shots}")
+        chains["openai few-shot"] = f"few-shot:openai:{config.openai_model}{shots}"
         if config.openai_ft_model:
-            chains.append(f"openai-ft:{config.openai_ft_model}")
+            chains["openai fine-tuned"] = f"openai-ft:{config.openai_ft_model}"
     return chains
 
 
@@ -283,7 +285,7 @@ def run_study(
     # Every chain spec the study will run parses (ranges, options) before any stage starts.
     from triplesmith.chains.spec import parse_spec
 
-    for spec in study_chains(config, config.out / "data", config.out / "adapter"):
+    for spec in study_chains(config, config.out / "data", config.out / "adapter").values():
         parse_spec(spec)
     from triplesmith.experiments.langsmith_setup import (
         check_reachable,
@@ -341,9 +343,6 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
 
     # 3. evaluation, resumable per example
     chains = study_chains(config, data_dir, adapter_dir)
-    evaluators = list(config.evaluators)
-    if config.judge_model and "judge" not in evaluators:
-        evaluators.append("judge")
     store = out / "experiments.sqlite"
     console.print(
         f"[bold]evaluate:[/] {len(chains)} chains on {data_dir / 'test.jsonl'} (store: {store})"
@@ -356,39 +355,37 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
         console=console,
     ) as bar:
         tasks: dict[str, Any] = {}
+        role_of = {spec: role for role, spec in chains.items()}
 
         def progress(chain: str, done: int, total: int) -> None:
             if chain not in tasks:
-                tasks[chain] = bar.add_task(chain[:60], total=total)
+                tasks[chain] = bar.add_task(role_of.get(chain, chain[:60]), total=total)
             bar.update(tasks[chain], completed=done, total=total)
 
         comparison = compare(
-            chains,
+            list(chains.values()),
             str(data_dir / "test.jsonl"),
-            ",".join(evaluators),
-            judge_model=config.judge_model,
-            max_concurrency=config.max_concurrency,
-            max_repairs=config.max_repairs,
-            store=store,
-            limit=config.limit,
+            config.run,
             progress=progress,
-            baseline=1,  # the few-shot base: the study asks whether fine-tuning beats prompting
+            store=store,
+            baseline=chains[BASELINE],  # the study asks whether fine-tuning beats prompting
         )
-    for experiment in comparison.experiments:
-        skipped = getattr(experiment, "reused", None) or getattr(experiment, "skipped", None)
-        if skipped:
+    for role, experiment in zip(chains, comparison.experiments, strict=True):
+        if experiment.skipped:
             console.print(
-                f"[green]evaluate:[/] {experiment.chain}: {skipped} examples reused from the store"
+                f"[green]evaluate:[/] {role}: {experiment.skipped} answers reused from the store"
+                + (f", {experiment.rescored} scored again" if experiment.rescored else "")
             )
+    labels = dict(zip(chains, comparison.chains, strict=True))  # role -> the comparison's label
 
     # 4. report and curated set
     wall = time.perf_counter() - started
     paths = comparison.write(report_dir)
     verdict = verdict_lines(
         comparison,
-        few_shot=comparison.chains[1],
-        fine_tuned=comparison.chains[2],
-        whole_carb_test=config.preset == "carb" and config.limit is None,
+        few_shot=labels[BASELINE],
+        fine_tuned=labels[FINE_TUNED],
+        whole_carb_test=config.preset == "carb" and config.run.limit is None,
     )
     _prepend_study_header(
         paths["report.md"] if "report.md" in paths else report_dir / "report.md",
@@ -398,7 +395,14 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
         stages,
         verdict,
     )
-    fine_tuned = comparison.experiments[2]
+    # Every chain's answers in CaRB's tabbed format: re-scorable with CaRB's own scorer.
+    from triplesmith.experiments.predictions import write_carb_predictions
+
+    for role, experiment in zip(chains, comparison.experiments, strict=True):
+        write_carb_predictions(
+            experiment, report_dir / "predictions" / f"{role.replace(' ', '-')}.tsv"
+        )
+    fine_tuned = comparison.experiments[list(chains).index(FINE_TUNED)]
     curated_path = report_dir / "curated.jsonl"
     curated = curate(
         fine_tuned, metric="triple_f1", below=config.curate_below, out=curated_path, store=store
@@ -465,8 +469,8 @@ def _prepend_study_header(
         f"- command: `{command or 'triplesmith study --preset ' + config.preset}`",
         f"- machine of this run: {machine()}",
         *_wall_lines(wall, stages.runs),
-        f"- evaluation: {config.max_concurrency} sentences in flight, repairs after a format "
-        f"error: {config.max_repairs if config.max_repairs is not None else get_settings().max_repairs}",
+        f"- evaluation: {config.run.max_concurrency} sentences in flight, repairs after a "
+        f"format error: {config.run.max_repairs}",
         f"- adapter: method {train.get('method')} ({train.get('method_reason')}), {train.get('steps')} steps, "
         f"loss {_rounded(train.get('loss_start'))} → {_rounded(train.get('loss_end'))}, "
         f"{_rounded(train.get('train_wall_s'), 1)} s",

@@ -46,7 +46,7 @@ def register(module_name: str, name: str | None = None) -> None:
         module.register(app)
 
 
-for _module in ("extract", "serve", "train", "openai", "score", "compare", "study"):
+for _module in ("extract", "serve", "train", "openai", "score", "compare", "rescore", "study"):
     try:
         register(_module)
     except ModuleNotFoundError as exc:
@@ -56,6 +56,10 @@ for _module in ("extract", "serve", "train", "openai", "score", "compare", "stud
 
 def main() -> None:
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    # The commands draw Rich progress; third-party tqdm bars (langsmith.evaluate, datasets,
+    # transformers) would interleave with them.
+    os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.setdefault("HF_DATASETS_DISABLE_PROGRESS_BARS", "1")
     try:
         app()
     except TriplesmithError as exc:

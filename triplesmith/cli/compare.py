@@ -1,6 +1,5 @@
 """`triplesmith compare`: several chains on one dataset, a Rich table, and a report folder."""
 
-import os
 from pathlib import Path
 
 import pandas as pd
@@ -11,6 +10,7 @@ from rich.table import Table
 
 from triplesmith.chains.spec import parse_spec
 from triplesmith.errors import ExperimentError
+from triplesmith.run_config import DEFAULT_EVALUATORS, RunConfig
 
 console = Console()
 err = Console(stderr=True)
@@ -45,14 +45,19 @@ def register(app: typer.Typer) -> None:
             help="sample[:test], a .jsonl file, a folder, or langsmith:NAME.",
         ),
         evaluators: str = typer.Option(
-            "triple-f1,format",
+            ",".join(DEFAULT_EVALUATORS),
             "--evaluators",
             "-e",
             help="Comma-separated: carb, benchie, triple-f1, triple-f1-exact, format, judge.",
         ),
         out: Path = typer.Option(..., "--out", "-o", help="Folder for report.md/html and plots."),
-        max_concurrency: int = typer.Option(
-            8, "--max-concurrency", help="Examples in flight per chain (local models batch them)."
+        max_concurrency: int | None = typer.Option(
+            None,
+            "--max-concurrency",
+            help="Examples in flight per chain (local models batch them); default 16.",
+        ),
+        max_repairs: int | None = typer.Option(
+            None, "--max-repairs", help="Re-asks after a format error (0-5); default 1."
         ),
         limit: int | None = typer.Option(None, "--limit", help="Only the first N examples."),
         store: Path | None = typer.Option(
@@ -72,8 +77,6 @@ def register(app: typer.Typer) -> None:
         ),
     ) -> None:
         """Compare chains on one dataset with the same evaluators; resumable (rerun to finish)."""
-        # langsmith.evaluate draws a tqdm bar of its own; Rich shows progress here instead.
-        os.environ.setdefault("TQDM_DISABLE", "1")
         from triplesmith.experiments.compare import compare as run_compare
         from triplesmith.experiments.report import corpus_table, cost_table, score_table, tag_table
 
@@ -95,6 +98,20 @@ def register(app: typer.Typer) -> None:
             raise ExperimentError(
                 f"--baseline {baseline!r} is not one of --chains: {', '.join(specs)}"
             )
+        given = {
+            "max_concurrency": max_concurrency,
+            "max_repairs": max_repairs,
+            "limit": limit,
+            "store": store,
+            "judge_model": judge_model,
+            "baseline": baseline.strip() if baseline is not None else None,
+            "upload": False if no_upload else None,
+        }
+        config = RunConfig.of(
+            evaluators,
+            via_graph=not no_graph,
+            **{name: value for name, value in given.items() if value is not None},
+        )
         with Progress(
             TextColumn("{task.description}"),
             BarColumn(),
@@ -110,19 +127,7 @@ def register(app: typer.Typer) -> None:
                     task = tasks[chain] = bar.add_task(chain, total=total)
                 bar.update(task, completed=done, total=total)
 
-            result = run_compare(
-                specs,
-                dataset,
-                evaluators,
-                judge_model=judge_model,
-                max_concurrency=max_concurrency,
-                store=store,
-                limit=limit,
-                via_graph=not no_graph,
-                upload=False if no_upload else None,
-                progress=progress,
-                baseline=baseline.strip() if baseline is not None else 0,
-            )
+            result = run_compare(specs, dataset, config, progress=progress)
         console.print(rich_table(score_table(result), "Scores (mean, 95 % CI)"))
         if result.summary_metrics:
             console.print(rich_table(corpus_table(result), "Corpus-level figures"))

@@ -112,7 +112,7 @@ def register(app: typer.Typer) -> None:
             max_new_tokens=max_new_tokens,
             max_concurrency=concurrency,
             max_repairs=max_repairs,
-            evaluators=[e.strip() for e in evaluators.split(",")] if evaluators else None,
+            evaluators=evaluators,
             judge_model=judge_model,
             openai_ft_model=openai_ft_model,
         )

@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
-from langchain_core.language_models.chat_models import BaseChatModel
 
 from triplesmith.chains.base import ExtractionChain
 from triplesmith.chains.spec import parse_spec
 from triplesmith.errors import EvaluatorError, ExperimentError
-from triplesmith.evaluators.base import Evaluator
 from triplesmith.evaluators.format_validity import TAG_PREFIX, TRIAGE_TAGS
 from triplesmith.evaluators.statistics import (
     PairedComparison,
@@ -26,14 +24,16 @@ from triplesmith.evaluators.statistics import (
     paired_test,
     spearman,
 )
-from triplesmith.experiments.inputs import DEFAULT_EVALUATORS, resolve_evaluators
+from triplesmith.experiments.inputs import resolve_evaluators
 from triplesmith.experiments.langsmith_setup import (
     check_reachable,
     experiment_client,
     langsmith_configured,
 )
-from triplesmith.experiments.runner import DEFAULT_CONCURRENCY, ExperimentResult, run_experiment
+from triplesmith.experiments.result import ExperimentResult
+from triplesmith.experiments.runner import run_experiment
 from triplesmith.experiments.store import ExperimentStore
+from triplesmith.run_config import RunConfig
 
 # OpenAI list prices in USD per million tokens (input, output), as published in 2025; a
 # fine-tuned model's inference price is under "ft:". Local models cost 0; other chat models
@@ -351,30 +351,24 @@ def build_comparison(
 
 
 def compare(
-    chains: Sequence[str | ExtractionChain],
+    chains: Sequence[str | ExtractionChain] | str,
     dataset: str | Path | Sequence[Any],
-    evaluators: str | Sequence[str | Evaluator] = DEFAULT_EVALUATORS,
+    config: RunConfig | str | Sequence[Any] | None = None,
     *,
-    judge_model: BaseChatModel | str | None = None,
-    max_concurrency: int = DEFAULT_CONCURRENCY,
-    store: str | Path | ExperimentStore | None = None,
-    limit: int | None = None,
-    via_graph: bool = True,
-    upload: bool | None = None,
     prices: Mapping[str, tuple[float, float]] | None = None,
     metadata: Mapping[str, Any] | None = None,
     progress: CompareProgress | None = None,
-    max_repairs: int | None = None,
-    baseline: int | str = 0,
+    **options: Any,
 ) -> ComparisonResult:
     """Run every chain over the dataset (resumably, see `run_experiment`) and compare them.
 
-    chains: spec strings or ExtractionChains.
-    baseline: the chain the paired tests are against: its index or its spec (default: the first).
-    evaluators: names (`"carb,benchie,triple-f1,format,judge"`) or Evaluator objects.
+    chains: spec strings (or a comma-separated string) or ExtractionChains.
+    config: the run's `RunConfig`, or evaluator names (`"carb,benchie,triple-f1,format,judge"`)
+        as a shorthand; `options` are RunConfig fields over it (`store=`, `limit=`,
+        `baseline=` the chain the paired tests are against, its index or spec, ...).
     prices: USD per million (input, output) tokens by model name, over `OPENAI_PRICES`.
-    max_repairs: the graph's re-asks after a format error, the same for every chain.
     """
+    config = RunConfig.of(config, **options)
     if isinstance(chains, str):
         chains = [c.strip() for c in chains.split(",") if c.strip()]
     if not chains:
@@ -383,6 +377,7 @@ def compare(
         if isinstance(chain, str):
             parse_spec(chain)
     names = [chain if isinstance(chain, str) else chain.spec for chain in chains]
+    baseline = config.baseline
     if isinstance(baseline, str):
         if baseline not in names:
             raise ExperimentError(
@@ -390,12 +385,13 @@ def compare(
             )
         baseline = names.index(baseline)
     _check_baseline(baseline, len(names))  # before any chain runs
-    scorers = resolve_evaluators(evaluators, judge_model)
-    if langsmith_configured() if upload is None else upload:
-        check_reachable(experiment_client(True))  # before any chain runs, not after
+    scorers = resolve_evaluators(config.evaluators, config.judge_model)
+    if langsmith_configured() if config.upload is None else config.upload:
+        check_reachable(experiment_client(True, config.client))  # before any chain runs
     label = str(dataset) if isinstance(dataset, str | Path) else "examples"
-    opened = not isinstance(store, ExperimentStore)
-    db = ExperimentStore(store) if opened else store  # type: ignore[arg-type]
+    opened = not isinstance(config.store, ExperimentStore)
+    db = ExperimentStore(config.store) if opened else config.store
+    run = config.model_copy(update={"store": db, "evaluators": scorers})
     try:
         experiments = []
         for chain in chains:
@@ -404,15 +400,9 @@ def compare(
                 run_experiment(
                     chain,
                     dataset,
-                    scorers,
-                    max_concurrency=max_concurrency,
-                    store=db,
+                    run,
                     metadata=metadata,
-                    via_graph=via_graph,
-                    limit=limit,
-                    upload=upload,
                     progress=(lambda d, t, n=name: progress(n, d, t)) if progress else None,
-                    max_repairs=max_repairs,
                 )
             )
     finally:

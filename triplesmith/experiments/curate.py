@@ -12,8 +12,9 @@ from typing import Any
 from triplesmith.data.jsonl import write_jsonl
 from triplesmith.errors import ExperimentError
 from triplesmith.experiments.langsmith_setup import langsmith_configured
-from triplesmith.experiments.runner import ExperimentResult
+from triplesmith.experiments.result import ExperimentResult
 from triplesmith.experiments.store import ExperimentStore, StoredExample
+from triplesmith.run_config import RunConfig
 from triplesmith.schema import Example
 
 RAW_CHARS = 2000
@@ -66,15 +67,13 @@ def _rows(
 
 def curate(
     experiment: str | ExperimentResult,
+    config: RunConfig | None = None,
     *,
     metric: str | None = None,
     below: float | None = None,
     tags: Sequence[str] = (),
     out: str | Path | None = None,
-    store: str | Path | ExperimentStore | None = None,
-    langsmith_name: str | None = None,
-    upload: bool | None = None,
-    client: Any = None,
+    **options: Any,
 ) -> list[Example]:
     """The examples of `experiment` (a key in the store, or a result) that failed.
 
@@ -82,9 +81,12 @@ def curate(
         0.5); an example without that score (an evaluator error) is not selected by it.
     tags: select examples with any of these triage tags (e.g. ["hallucination"]).
     out: write the selection as JSONL in the shared format.
-    langsmith_name: the LangSmith dataset to push to when uploading (default
-        `<experiment key>-curated`); `upload` defaults to whether LANGSMITH_API_KEY is set.
+    config / options: the `RunConfig` fields used here: `store` (where a key is looked up),
+        `upload` (push the selection to the LangSmith dataset `<experiment key>-curated`;
+        default when LANGSMITH_API_KEY is set) and `client`.
     """
+    config = RunConfig.of(config, **options)
+    store, upload = config.store, config.upload
     if (metric is None) != (below is None):
         raise ExperimentError("curate needs metric and below together, e.g. triple_f1 below 0.5")
     if metric is None and not tags:
@@ -103,8 +105,8 @@ def curate(
 
         push_dataset(
             curated,
-            langsmith_name or f"{key}-curated",
+            f"{key}-curated",
             f"failures of experiment {key} ({chain}) for correction and retraining",
-            client,
+            config.client,
         )
     return curated

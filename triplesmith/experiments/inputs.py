@@ -21,17 +21,8 @@ from triplesmith.experiments.store import public_metadata
 from triplesmith.schema import Example
 from triplesmith.settings import get_settings
 
-DEFAULT_EVALUATORS = "triple-f1,format"
-
-
-def dataset_fingerprint(examples: Sequence[Example]) -> str:
-    """A sha256 (16 hex digits) of the examples in order: ids, sentences, gold and meta."""
-    digest = hashlib.sha256()
-    for example in examples:
-        record = example.model_dump(mode="json", include={"id", "sentence", "triples", "meta"})
-        digest.update(json.dumps(record, sort_keys=True, ensure_ascii=False).encode())
-        digest.update(b"\n")
-    return digest.hexdigest()[:16]
+# Settings that only change how answers are scored, not how they are made: not in the key.
+_SCORING_SETTINGS = ("judge_model", "triple_match_threshold")
 
 
 def git_commit() -> str | None:
@@ -92,11 +83,15 @@ def resolve_evaluators(
     return resolved
 
 
-def resolve_chain(chain: str | ExtractionChain) -> tuple[ExtractionChain, bool]:
+def resolve_chain(
+    chain: str | ExtractionChain, examples: Sequence[Example] = ()
+) -> tuple[ExtractionChain, bool]:
     """The chain, and whether the graph can run it: the graph builds its chains from spec
-    strings, so a spec runs through the graph and a chain object is called directly."""
+    strings, so a spec runs through the graph and a chain object is called directly. A spec's
+    few-shot pool may not hold any of `examples` (the ones evaluated): a leak is refused here,
+    before any model call."""
     if isinstance(chain, str):
-        return get_chain(chain), True
+        return get_chain(chain, exclude_ids=[e.id for e in examples]), True
     if not isinstance(chain, ExtractionChain):
         raise ExperimentError(
             f"chain must be a spec string or an ExtractionChain, got {type(chain).__name__}"
@@ -109,12 +104,11 @@ def experiment_metadata(
     label: str,
     fingerprint: str,
     size: int,
-    evaluators: Sequence[Evaluator],
     via_graph: bool,
     extra: Mapping[str, Any] | None,
 ) -> dict[str, Any]:
     """The experiment's metadata (no secrets): chain, model, adapter hash, prompt id, dataset
-    and its hash, evaluators, git commit, the public settings, plus `extra`."""
+    and its hash, git commit, the public settings that make answers, plus `extra`."""
     import triplesmith
 
     return public_metadata(
@@ -124,11 +118,12 @@ def experiment_metadata(
             "dataset": label,
             "dataset_hash": fingerprint,
             "dataset_size": size,
-            "evaluators": [e.name for e in evaluators],
             "via_graph": via_graph,
             "git_commit": git_commit(),
             "triplesmith_version": triplesmith.__version__,
-            "settings": get_settings().public_dict(),
+            "settings": {
+                k: v for k, v in get_settings().public_dict().items() if k not in _SCORING_SETTINGS
+            },
             **(extra or {}),
         }
     )
@@ -148,23 +143,15 @@ def provider_of(chain: ExtractionChain) -> str:
 
 
 def experiment_key(metadata: Mapping[str, Any]) -> str:
-    """The default key: the chain spec plus a hash of what decides the results."""
+    """The default key: the chain spec plus a hash of what makes the answers (never of what
+    scores them: stored answers are scored again, not regenerated, for a new evaluator)."""
     decisive = {
         k: metadata.get(k)
-        for k in (
-            "chain",
-            "model",
-            "adapter_hash",
-            "prompt_id",
-            "dataset_hash",
-            "evaluators",
-            "via_graph",
-            "settings",
-        )
+        for k in ("chain", "model", "adapter_hash", "prompt_id", "dataset_hash", "via_graph")
     }
-    if metadata.get("max_repairs") is not None:  # given per run, it overrides the settings' one
-        decisive["max_repairs"] = metadata["max_repairs"]
-    if metadata.get("decoding") is not None:  # local models: budget, penalties, repeat guard
-        decisive["decoding"] = metadata["decoding"]
+    decisive["settings"] = metadata.get("settings")
+    for optional in ("max_repairs", "decoding"):  # when present
+        if metadata.get(optional) is not None:
+            decisive[optional] = metadata[optional]
     digest = hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode())
     return f"{slug(str(metadata.get('chain')))}-{digest.hexdigest()[:12]}"

@@ -1,15 +1,19 @@
 """`run_experiment`: one chain over one dataset through `langsmith.evaluate`, stored as it runs.
 
-The target is the extraction graph (extract, parse, triage, repair) for a chain spec, or the
-chain itself. Each example is written to the store by this function's thread as `evaluate`
-streams its rows (`blocking=False`): one writer, one transaction per example, right after that
-example's evaluators ran. An example whose model call failed is stored as failed, with its
-error and no scores; errors are not results. A rerun with the same key sends the examples not
-yet finished (never run, or failed) to `evaluate`, and a failed row is replaced by the new run.
+The target is the extraction graph (extract, parse, triage, repair; told not to score) for a
+chain spec, or the chain itself; the run's evaluators score each answer once, in `evaluate`.
+Each example is written to the store by this function's thread as `evaluate` streams its rows
+(`blocking=False`): one writer, one transaction per example, its answer and its scores. An
+example whose model call failed is stored as failed, with its error and no scores; errors are
+not results. The experiment's key names how the answers were made, not how they are scored: a
+rerun sends only the examples not yet answered (never run, or failed) to `evaluate`, and
+scores stored answers that lack one of the run's evaluators without generating anything.
 Corpus-level feedback (CaRB AUC, BenchIE, micro F1) is computed from the store afterwards over
 the finished examples, so it covers every answer however many runs it took.
 """
 
+import contextlib
+import io
 import logging
 import threading
 import uuid
@@ -18,17 +22,18 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from langchain_core.language_models.chat_models import BaseChatModel
 from langsmith import Client, evaluate, schemas
-from pydantic import BaseModel
 
 from triplesmith.chains.base import ExtractionChain
+from triplesmith.data.fingerprint import dataset_fingerprint
 from triplesmith.errors import ExperimentError
-from triplesmith.evaluators.base import Evaluator, Feedback, summarise_all
-from triplesmith.evaluators.langsmith_adapter import outputs_from_run, row_evaluator
+from triplesmith.evaluators.base import Evaluator, Feedback
+from triplesmith.evaluators.langsmith_adapter import (
+    EVALUATOR_KEY,
+    outputs_from_run,
+    row_evaluator,
+)
 from triplesmith.experiments.inputs import (
-    DEFAULT_EVALUATORS,
-    dataset_fingerprint,
     experiment_key,
     experiment_metadata,
     resolve_chain,
@@ -42,55 +47,20 @@ from triplesmith.experiments.langsmith_setup import (
     no_tracing,
     untraced,
 )
+from triplesmith.experiments.result import ExperimentResult
+from triplesmith.experiments.scoring import score_missing, summarise_stored, upload_summary
 from triplesmith.experiments.store import ExperimentRecord, ExperimentStore, StoredExample
+from triplesmith.run_config import RunConfig
 from triplesmith.schema import Example
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_CONCURRENCY = 8
 _NAMESPACE = uuid.UUID("6f0f5a4e-2b1d-4c55-9a43-7d1c2e9b8a10")
 
 Progress = Callable[[int, int], None]
 """Called with (examples finished, examples in the run): once at the start, then per example."""
 
-
-class ExperimentResult(BaseModel):
-    """An experiment's stored examples (dataset order) and corpus-level feedback.
-
-    `rows` holds finished and failed examples; `skipped` examples were finished by an earlier
-    run with the same key; `ran` were stored by this one (finished or failed); `failed` counts
-    the stored examples whose model call failed (no scores; the next run retries them);
-    `complete` is True when every selected example is stored and finished.
-    """
-
-    record: ExperimentRecord
-    rows: list[StoredExample]
-    summary: list[Feedback]
-    skipped: int
-    ran: int
-    total: int
-    store: Path
-    langsmith_url: str | None = None
-
-    @property
-    def key(self) -> str:
-        return self.record.key
-
-    @property
-    def chain(self) -> str:
-        return self.record.chain
-
-    @property
-    def failed(self) -> int:
-        return sum(row.failed for row in self.rows)
-
-    @property
-    def complete(self) -> bool:
-        return len(self.rows) == self.total and not self.failed
-
-    def scores(self, key: str) -> list[float | None]:
-        """Per-example scores of one feedback key, in dataset order."""
-        return [row.score(key) for row in self.rows]
+__all__ = ["ExperimentResult", "Progress", "run_experiment"]
 
 
 def _graph() -> Any:
@@ -148,8 +118,13 @@ def _feedback(result: Any) -> Feedback:
 
 
 def _stored_row(
-    key: str, row: Mapping[str, Any], examples: Mapping[str, Example], positions: Mapping[str, int]
-) -> StoredExample:
+    key: str,
+    row: Mapping[str, Any],
+    examples: Mapping[str, Example],
+    positions: Mapping[str, int],
+    scorers: Sequence[Evaluator],
+) -> tuple[StoredExample, dict[str, list[Feedback]]]:
+    """One streamed row as a stored answer, and its scores by evaluator identity."""
     run, ls_example = row["run"], row["example"]
     example = examples[str((ls_example.metadata or {}).get("triplesmith_id"))]
     if run is None:
@@ -166,33 +141,53 @@ def _stored_row(
     error = (run.error if run is not None else None) or outputs.get("error")
     if error:  # a failed run: its error is kept with it, and it has no scores
         outputs["error"] = str(error)
-    return StoredExample(
+    answer = StoredExample(
         experiment=key,
         example_id=example.id,
         position=positions.get(example.id),
         example=example,
         outputs=outputs,
-        feedback=[] if error else [_feedback(r) for r in row["evaluation_results"]["results"]],
         tags=names,
         error=str(error) if error else None,
         latency_s=latency,
         tokens_in=int(outputs.get("tokens_in") or 0),
         tokens_out=int(outputs.get("tokens_out") or 0),
+        run_id=str(run.id) if run is not None and run.id else None,
     )
+    if error:
+        return answer, {}
+    return answer, _by_evaluator(row["evaluation_results"]["results"], scorers)
+
+
+def _by_evaluator(
+    results: Sequence[Any], scorers: Sequence[Evaluator]
+) -> dict[str, list[Feedback]]:
+    """`evaluate`'s results grouped by the identity of the evaluator that gave them (our row
+    evaluators name it in each result's metadata; a result without, e.g. from an evaluator
+    that crashed inside LangSmith, goes to the evaluator that owns its key)."""
+    grouped: dict[str, list[Feedback]] = {e.identity: [] for e in scorers}
+    for result in results:
+        identity = (getattr(result, "metadata", None) or {}).get(EVALUATOR_KEY)
+        if identity not in grouped:
+            identity = next(
+                (e.identity for e in scorers if result.key in (*e.keys, e.name)),
+                scorers[0].identity,
+            )
+        grouped[identity].append(_feedback(result))
+    return grouped
 
 
 def _target(
     chain: ExtractionChain,
     graph: Any,
     examples: Mapping[str, Example],
-    offline: bool,
+    config: RunConfig,
     stop: threading.Event,
-    max_repairs: int | None = None,
 ) -> Callable[[dict, dict], dict]:
     spec = chain.spec
-    configurable: dict[str, Any] = {"chain": spec}
-    if max_repairs is not None:
-        configurable["max_repairs"] = max_repairs
+    offline = not config.upload
+    # The graph extracts, parses, triages and repairs; the run's evaluators score, once.
+    context = {"chains": [spec], "max_repairs": config.max_repairs, "score": False}
 
     def extract(inputs: dict, metadata: dict) -> dict:
         if stop.is_set():  # interrupted: return at once; the store never sees this row
@@ -207,7 +202,7 @@ def _target(
                     "gold": [t.model_dump() for t in example.triples],
                     "example_id": example.id,
                 },
-                config={"configurable": configurable},
+                context=context,
             )
         results = state["results"]
         return results[spec] if spec in results else next(iter(results.values()))
@@ -218,62 +213,50 @@ def _target(
 def run_experiment(
     chain: str | ExtractionChain,
     dataset: str | Path | Sequence[Example],
-    evaluators: str | Sequence[str | Evaluator] = DEFAULT_EVALUATORS,
+    config: RunConfig | str | Sequence[Any] | None = None,
     *,
     key: str | None = None,
-    name: str | None = None,
-    max_concurrency: int = DEFAULT_CONCURRENCY,
-    store: str | Path | ExperimentStore | None = None,
     metadata: Mapping[str, Any] | None = None,
-    via_graph: bool = True,
-    limit: int | None = None,
-    judge_model: BaseChatModel | str | None = None,
-    upload: bool | None = None,
-    client: Client | None = None,
-    langsmith_dataset: str | None = None,
     progress: Progress | None = None,
-    max_repairs: int | None = None,
+    **options: Any,
 ) -> ExperimentResult:
-    """Run `chain` over `dataset` (the first `limit` examples) with `evaluators`.
+    """Run `chain` over `dataset` (the first `config.limit` examples), scored by the run's
+    evaluators once per answer.
 
     chain: a spec (`few-shot:smollm2`) or an ExtractionChain; the graph runs it when
-        `via_graph` and it can (tags, repair), else the chain is called directly (no tags).
+        `config.via_graph` and it can (tags, repair), else the chain is called directly (no tags).
     dataset: a name or path for `load_dataset`, or a list of Example.
-    key: the experiment's key in the store; by default the chain spec and a hash of the chain,
-        prompt, dataset, evaluators and settings, so rerunning the same call resumes it.
-    max_concurrency: examples in flight at once; local models batch these into one generate.
-    max_repairs: re-asks after a format error in the graph (default: settings, 1); recorded in
-        the metadata, so it is part of the experiment's key.
-    store: the SQLite store (a path or an open store); default `~/.cache/triplesmith/`.
-    upload: send the experiment to LangSmith; default when `LANGSMITH_API_KEY` is set.
-        Without upload nothing touches the network.
+    config: the run's `RunConfig` (or evaluator names as a shorthand); `options` are
+        RunConfig fields over it (`store=`, `limit=`, `upload=`, ...).
+    key: the experiment's key in the store; by default the chain spec and a hash of what makes
+        the answers (chain, model, adapter, prompt, decoding, dataset, repairs, settings), never
+        of the evaluators: a rerun resumes it, and an added evaluator scores the stored answers.
+    metadata: recorded with the experiment (not part of the default key).
     """
-    if limit is not None and limit < 1:
-        raise ExperimentError(f"limit must be at least 1, got {limit}")
-    if max_concurrency < 0:
-        raise ExperimentError(f"max_concurrency must be 0 or more, got {max_concurrency}")
-    if max_repairs is not None and max_repairs < 0:
-        raise ExperimentError(f"max_repairs must be 0 or more, got {max_repairs}")
-    runnable, graph_can_run = resolve_chain(chain)
+    config = RunConfig.of(config, **options)
     examples, label = resolve_dataset(dataset)
     fingerprint = dataset_fingerprint(examples)
-    selected = examples[:limit] if limit else examples
-    scorers = resolve_evaluators(evaluators, judge_model)
-    graph = _graph() if via_graph and graph_can_run else None
+    selected = examples[: config.limit] if config.limit else examples
+    runnable, graph_can_run = resolve_chain(chain, examples)
+    scorers = resolve_evaluators(config.evaluators, config.judge_model)
+    graph = _graph() if config.via_graph and graph_can_run else None
     extra = dict(metadata or {})
-    if max_repairs is not None and graph is not None:
-        extra["max_repairs"] = max_repairs
+    if graph is not None:
+        extra["max_repairs"] = config.max_repairs
     meta = experiment_metadata(
-        runnable, label, fingerprint, len(examples), scorers, graph is not None, extra
+        runnable, label, fingerprint, len(examples), graph is not None, extra
     )
     key = key or experiment_key(meta)
+    upload = langsmith_configured() if config.upload is None else config.upload
+    config = config.model_copy(update={"upload": upload})
+    store = config.store
     opened = not isinstance(store, ExperimentStore)
-    db = ExperimentStore(store) if opened else store  # type: ignore[arg-type]
+    db = ExperimentStore(store) if opened else store
     try:
         record = db.begin(
             ExperimentRecord(
                 key=key,
-                name=name or slug(runnable.spec),
+                name=slug(runnable.spec),
                 chain=runnable.spec,
                 dataset=f"{label}@{fingerprint}",
                 metadata=meta,
@@ -282,7 +265,6 @@ def run_experiment(
         done = db.finished_ids(key)
         todo = [e for e in selected if e.id not in done]
         skipped = len(selected) - len(todo)
-        upload = langsmith_configured() if upload is None else upload
         if progress:
             progress(skipped, len(selected))
         if upload and skipped and todo and not record.langsmith_id:
@@ -294,7 +276,7 @@ def run_experiment(
                 len(todo),
             )
         ran, url = 0, None
-        ls_client = experiment_client(upload, client) if todo or upload else None
+        ls_client = experiment_client(upload, config.client) if todo or upload else None
         if todo:
             ran, url = _evaluate(
                 db,
@@ -303,18 +285,19 @@ def run_experiment(
                 graph,
                 scorers,
                 todo,
-                upload=upload,
-                client=ls_client,
-                dataset_name=langsmith_dataset or _dataset_name(label, fingerprint),
-                max_concurrency=max_concurrency,
-                max_repairs=max_repairs,
+                config=config.model_copy(update={"client": ls_client}),
+                dataset_name=_dataset_name(label, fingerprint),
                 positions={e.id: i for i, e in enumerate(examples)},
                 progress=(lambda n: progress(skipped + n, len(selected))) if progress else None,
             )
             record = db.experiment(key) or record
-        stored = {row.example_id: row for row in db.rows(key)}
+        rescored = score_missing(
+            db, record, scorers, selected, config, ls_client if upload else None
+        )
+        identities = [e.identity for e in scorers]
+        stored = {row.example_id: row for row in db.rows(key, identities)}
         rows = [stored[e.id] for e in selected if e.id in stored]
-        summary = _summarise(db, key, scorers, rows)
+        summary = summarise_stored(db, key, scorers, rows)
         _warn_failed(key, rows)
         result = ExperimentResult(
             record=record,
@@ -325,9 +308,10 @@ def run_experiment(
             total=len(selected),
             store=db.path,
             langsmith_url=url,
+            rescored=rescored,
         )
-        if upload and result.complete and record.langsmith_id and ran:
-            _upload_summary(ls_client, record.langsmith_id, summary)
+        if upload and result.complete and record.langsmith_id and (ran or rescored):
+            upload_summary(ls_client, record.langsmith_id, summary)
         return result
     finally:
         if opened:
@@ -338,16 +322,6 @@ def _dataset_name(label: str, fingerprint: str) -> str:
     if label.startswith("langsmith:"):
         return label.split(":", 1)[1]
     return f"triplesmith-{slug(Path(label).name if '/' in label else label)}-{fingerprint[:8]}"
-
-
-def _summarise(
-    db: ExperimentStore, key: str, scorers: Sequence[Evaluator], rows: Sequence[StoredExample]
-) -> list[Feedback]:
-    """Corpus-level feedback over the finished rows (failed ones have no answer to count)."""
-    finished = [r for r in rows if not r.failed]
-    summary = summarise_all(scorers, [r.outputs for r in finished], [r.example for r in finished])
-    db.save_summary(key, summary, len(finished))
-    return summary
 
 
 def _warn_failed(key: str, rows: Sequence[StoredExample]) -> None:
@@ -364,17 +338,6 @@ def _warn_failed(key: str, rows: Sequence[StoredExample]) -> None:
         )
 
 
-def _upload_summary(client: Client, experiment_id: str, summary: Sequence[Feedback]) -> None:
-    for feedback in summary:
-        if feedback.score is not None:
-            client.create_feedback(
-                key=feedback.key,
-                score=feedback.score,
-                comment=feedback.comment,
-                project_id=experiment_id,
-            )
-
-
 def _evaluate(
     db: ExperimentStore,
     record: ExperimentRecord,
@@ -383,15 +346,13 @@ def _evaluate(
     scorers: Sequence[Evaluator],
     todo: Sequence[Example],
     *,
-    upload: bool,
-    client: Client,
+    config: RunConfig,
     dataset_name: str,
-    max_concurrency: int,
-    max_repairs: int | None,
     positions: Mapping[str, int],
     progress: Callable[[int], None] | None,
 ) -> tuple[int, str | None]:
     """Run `evaluate` over `todo`, storing each row as it streams; (rows stored, URL)."""
+    upload, client = bool(config.upload), config.client
     offline = not upload
     if upload:
         data = _pushed_examples(client, todo, dataset_name)
@@ -410,19 +371,28 @@ def _evaluate(
     # Ctrl-C can land while `evaluate` is still starting its workers, not only while rows
     # stream: either way the workers must be told to stop, or the process waits for them.
     try:
-        with warnings.catch_warnings():
+        # `evaluate` prints "Starting evaluation of experiment: NAME" (or its URL) to stdout;
+        # callers draw their own progress, so it goes to the log instead.
+        banner = io.StringIO()
+        with warnings.catch_warnings(), contextlib.redirect_stdout(banner):
             warnings.filterwarnings("ignore", message=".*'upload_runs' parameter is in beta")
             results = evaluate(
-                _target(chain, graph, by_id, offline, stop, max_repairs),
+                _target(chain, graph, by_id, config, stop),
                 data=data,
                 evaluators=[untraced(row_evaluator(e), offline) for e in scorers],
-                metadata={**record.metadata, "experiment_key": record.key},
-                max_concurrency=max_concurrency,
+                metadata={
+                    **record.metadata,
+                    "experiment_key": record.key,
+                    "evaluators": [e.name for e in scorers],
+                },
+                max_concurrency=config.max_concurrency,
                 client=client,
                 upload_results=upload,
                 blocking=False,
                 **options,
             )
+        if banner.getvalue().strip():
+            logger.info("%s", banner.getvalue().strip())
         if upload:
             try:
                 url = results.url
@@ -431,7 +401,7 @@ def _evaluate(
             if not record.langsmith_id:
                 db.set_langsmith_id(record.key, str(results.experiment_id))
         for row in results:
-            if db.add(_stored_row(record.key, row, by_id, positions)):
+            if db.add(*_stored_row(record.key, row, by_id, positions, scorers)):
                 stored += 1
                 if progress:
                     progress(stored)

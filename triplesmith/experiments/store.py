@@ -1,18 +1,22 @@
-"""The local experiment store: one SQLite file in WAL mode, one row per example run.
+"""The local experiment store: one SQLite file in WAL mode; answers apart from their scores.
 
-Rows are written one transaction each, the moment an example's evaluators finish, so a killed
-run loses only the examples in flight. A row is finished (its chain answered) or failed (the
-model call raised: `error` set, never scored). `UNIQUE(experiment, example_id)` keeps one row per
-example: a second write of a finished example is a no-op, so nothing is stored twice, while a
-write over a failed row replaces it, so a rerun retries exactly the failed examples and skips
-the finished ones. Nothing secret goes in: metadata passes through `public_metadata` first.
+An experiment is a chain over a dataset (its key says how the answers were made: chain, model,
+adapter, prompt, decoding, dataset; never the evaluators). `answers` holds one row per example,
+written in one transaction the moment it arrives, so a killed run loses only the examples in
+flight. An answer is finished (the chain answered) or failed (the model call raised: `error`
+set, never scored). `UNIQUE(experiment, example_id)` keeps one answer per example: a second
+write of a finished one is a no-op, a write over a failed one replaces it (a rerun retries
+exactly the failed examples). `scores` holds each evaluator's feedback for an answer, keyed by
+the evaluator's identity (`Evaluator.identity`: its name and parameters), so adding an evaluator
+or changing a threshold scores the stored answers again without generating anything. Nothing
+secret goes in: metadata passes through `public_metadata` first.
 """
 
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -37,20 +41,28 @@ CREATE TABLE IF NOT EXISTS experiments (
     created TEXT NOT NULL,
     langsmith_id TEXT
 );
-CREATE TABLE IF NOT EXISTS examples (
+CREATE TABLE IF NOT EXISTS answers (
     experiment TEXT NOT NULL REFERENCES experiments(key),
     example_id TEXT NOT NULL,
     position INTEGER,
     example TEXT NOT NULL,
     outputs TEXT NOT NULL,
-    feedback TEXT NOT NULL,
     tags TEXT,
     error TEXT,
     latency_s REAL,
     tokens_in INTEGER NOT NULL DEFAULT 0,
     tokens_out INTEGER NOT NULL DEFAULT 0,
+    run_id TEXT,
     finished TEXT NOT NULL,
     UNIQUE (experiment, example_id)
+);
+CREATE TABLE IF NOT EXISTS scores (
+    experiment TEXT NOT NULL REFERENCES experiments(key),
+    example_id TEXT NOT NULL,
+    evaluator TEXT NOT NULL,
+    feedback TEXT NOT NULL,
+    computed TEXT NOT NULL,
+    PRIMARY KEY (experiment, example_id, evaluator)
 );
 CREATE TABLE IF NOT EXISTS summaries (
     experiment TEXT NOT NULL REFERENCES experiments(key),
@@ -64,14 +76,14 @@ CREATE TABLE IF NOT EXISTS summaries (
 );
 """
 
-# A new example is inserted; a stored failed one is replaced (all but its identity); a stored
-# finished one is left as it is (the write changes nothing and counts no row).
-_REPLACED = "position example outputs feedback tags error latency_s tokens_in tokens_out finished"
-_ADD_EXAMPLE = (
-    f"INSERT INTO examples VALUES ({', '.join('?' * 12)}) "
+# A new answer is inserted; a stored failed one is replaced (all but its identity), and its
+# scores go with it; a stored finished one is left as it is (the write counts no row).
+_REPLACED = "position example outputs tags error latency_s tokens_in tokens_out run_id finished"
+_ADD_ANSWER = (
+    f"INSERT INTO answers VALUES ({', '.join('?' * 12)}) "
     "ON CONFLICT (experiment, example_id) DO UPDATE SET "
     + ", ".join(f"{column} = excluded.{column}" for column in _REPLACED.split())
-    + " WHERE examples.error IS NOT NULL"
+    + " WHERE answers.error IS NOT NULL"
 )
 
 
@@ -116,12 +128,13 @@ class ExperimentRecord(BaseModel):
 
 
 class StoredExample(BaseModel):
-    """One example of an experiment, finished or failed.
+    """One example of an experiment, finished or failed, with the scores asked for.
 
-    `outputs` is the run's outputs (the Extraction JSON, plus `tags`, `attempts` and `scores`
-    when the graph ran); `tags` the triage tag names, None when no triage ran; `error` the
-    run's error when it failed (then `feedback` is empty: a failed run is not scored);
-    `position` the example's index in its dataset.
+    `outputs` is the run's outputs (the Extraction JSON, plus `tags` and `attempts` when the
+    graph ran); `tags` the triage tag names, None when no triage ran; `error` the run's error
+    when it failed (then `feedback` is empty: a failed run is not scored); `feedback` the
+    scores of the evaluators the rows were read with, in their order; `position` the example's
+    index in its dataset; `run_id` the LangSmith run that made the answer, when uploaded.
     """
 
     experiment: str
@@ -135,6 +148,7 @@ class StoredExample(BaseModel):
     latency_s: float | None = None
     tokens_in: int = 0
     tokens_out: int = 0
+    run_id: str | None = None
     finished: str = Field(default_factory=_now)
 
     @property
@@ -246,51 +260,95 @@ class ExperimentStore:
         with self._transaction() as db:
             db.execute("UPDATE experiments SET langsmith_id = ? WHERE key = ?", (langsmith_id, key))
 
-    # --- examples ----------------------------------------------------------------------------
+    # --- answers and their scores -----------------------------------------------------------
 
-    def add(self, row: StoredExample) -> bool:
-        """Store one example's run: True when written, False (nothing written) when the example
-        is already stored as finished. A stored failed row is replaced."""
+    def add(
+        self, row: StoredExample, scores: Mapping[str, Sequence[Feedback]] | None = None
+    ) -> bool:
+        """Store one example's answer and its scores by evaluator identity, in one transaction:
+        True when written, False (nothing written) when the example is already stored as
+        finished. A stored failed answer is replaced, and its scores (if any) with it."""
         with self._transaction() as db:
             cursor = db.execute(
-                _ADD_EXAMPLE,
+                _ADD_ANSWER,
                 (
                     row.experiment,
                     row.example_id,
                     row.position,
                     row.example.model_dump_json(),
                     json.dumps(row.outputs, ensure_ascii=False, default=str),
-                    json.dumps([f.model_dump() for f in row.feedback], ensure_ascii=False),
                     None if row.tags is None else json.dumps(row.tags),
                     row.error,
                     row.latency_s,
                     row.tokens_in,
                     row.tokens_out,
+                    row.run_id,
                     row.finished,
                 ),
             )
-            return cursor.rowcount == 1
+            written = cursor.rowcount == 1
+            if written:
+                db.execute(
+                    "DELETE FROM scores WHERE experiment = ? AND example_id = ?",
+                    (row.experiment, row.example_id),
+                )
+                if row.error is None and scores:
+                    _insert_scores(db, row.experiment, row.example_id, scores)
+            return written
+
+    def add_scores(
+        self, key: str, example_id: str, scores: Mapping[str, Sequence[Feedback]]
+    ) -> None:
+        """Store (or replace) evaluators' feedback for a finished answer."""
+        with self._transaction() as db:
+            _insert_scores(db, key, example_id, scores)
 
     def finished_ids(self, key: str) -> set[str]:
         """Ids of the examples whose run finished; failed ones are not, and run again."""
         rows = self._query(
-            "SELECT example_id FROM examples WHERE experiment = ? AND error IS NULL", (key,)
+            "SELECT example_id FROM answers WHERE experiment = ? AND error IS NULL", (key,)
         )
         return {row[0] for row in rows}
 
     def failed_ids(self, key: str) -> set[str]:
         """Ids of the examples stored as failed (their error kept until a rerun replaces them)."""
         rows = self._query(
-            "SELECT example_id FROM examples WHERE experiment = ? AND error IS NOT NULL", (key,)
+            "SELECT example_id FROM answers WHERE experiment = ? AND error IS NOT NULL", (key,)
         )
         return {row[0] for row in rows}
 
-    def rows(self, key: str) -> list[StoredExample]:
-        """Every stored example of an experiment, finished and failed, in dataset order."""
+    def scored(self, key: str) -> dict[str, set[str]]:
+        """For each example of the experiment, the evaluator identities it has scores from."""
+        found: dict[str, set[str]] = {}
+        for example_id, evaluator in self._query(
+            "SELECT example_id, evaluator FROM scores WHERE experiment = ?", (key,)
+        ):
+            found.setdefault(example_id, set()).add(evaluator)
+        return found
+
+    def rows(self, key: str, evaluators: Sequence[str] | None = None) -> list[StoredExample]:
+        """Every stored example of an experiment, finished and failed, in dataset order, with
+        the feedback of `evaluators` (identities, in that order; None: all stored)."""
         rows = self._query(
-            "SELECT * FROM examples WHERE experiment = ? ORDER BY position, rowid", (key,)
+            "SELECT * FROM answers WHERE experiment = ? ORDER BY position, rowid", (key,)
         )
-        return [_stored(row) for row in rows]
+        scores: dict[str, dict[str, list[Feedback]]] = {}
+        for example_id, evaluator, feedback in self._query(
+            "SELECT example_id, evaluator, feedback FROM scores WHERE experiment = ? "
+            "ORDER BY rowid",
+            (key,),
+        ):
+            scores.setdefault(example_id, {})[evaluator] = [
+                Feedback.model_validate(f) for f in json.loads(feedback)
+            ]
+        stored = []
+        for row in rows:
+            answer = _stored(row)
+            by_evaluator = scores.get(answer.example_id, {})
+            names = list(by_evaluator) if evaluators is None else evaluators
+            feedback = [f for name in names for f in by_evaluator.get(name, [])]
+            stored.append(answer.model_copy(update={"feedback": feedback}))
+        return stored
 
     # --- corpus-level feedback ---------------------------------------------------------------
 
@@ -329,6 +387,25 @@ def _record(row: tuple) -> ExperimentRecord:
     )
 
 
+def _insert_scores(
+    db: sqlite3.Connection, key: str, example_id: str, scores: Mapping[str, Sequence[Feedback]]
+) -> None:
+    computed = _now()
+    db.executemany(
+        "INSERT OR REPLACE INTO scores VALUES (?, ?, ?, ?, ?)",
+        [
+            (
+                key,
+                example_id,
+                evaluator,
+                json.dumps([f.model_dump() for f in feedback], ensure_ascii=False),
+                computed,
+            )
+            for evaluator, feedback in scores.items()
+        ],
+    )
+
+
 def _stored(row: tuple) -> StoredExample:
     (
         experiment,
@@ -336,12 +413,12 @@ def _stored(row: tuple) -> StoredExample:
         position,
         example,
         outputs,
-        feedback,
         tags,
         error,
         latency,
         t_in,
         t_out,
+        run_id,
         at,
     ) = row
     return StoredExample(
@@ -350,11 +427,11 @@ def _stored(row: tuple) -> StoredExample:
         position=position,
         example=Example.model_validate_json(example),
         outputs=json.loads(outputs),
-        feedback=[Feedback.model_validate(f) for f in json.loads(feedback)],
         tags=None if tags is None else json.loads(tags),
         error=error,
         latency_s=latency,
         tokens_in=t_in,
         tokens_out=t_out,
+        run_id=run_id,
         finished=at,
     )

@@ -18,7 +18,7 @@ rules apply them (tests/fixtures/triage/README.md is the labelling guide they ar
 - `few_shot_leak`: such ungrounded words that come from the prompt's few-shot examples, in a
   subject or object (then also a hallucination) or quoted in the prose.
 - With gold triples: `omission` (recall below a threshold) and `over_extraction` (many more
-  triples than gold, precision below a threshold), matching triples fuzzily.
+  triples than gold, precision below a threshold), under triple F1's matcher (`match_triples`).
 """
 
 import re
@@ -33,6 +33,7 @@ from rapidfuzz import fuzz, process
 from triplesmith.chains.parser import ParseDiagnostics, parse_triples
 from triplesmith.chains.prompt import REPAIR_TEMPLATE, SYSTEM_PROMPT, USER_TEMPLATE
 from triplesmith.errors import EvaluatorError
+from triplesmith.evaluators.triple_f1 import match_triples
 from triplesmith.schema import Example, Triple
 from triplesmith.settings import TriageThresholds, get_settings
 
@@ -420,39 +421,12 @@ def _prose_leak(
     return found
 
 
-def _names_agree(predicted: Triple, gold: Triple) -> bool:
-    """Every number and name of the predicted triple is in the gold one: founded by Karl Marx
-    does not match founded by Karl Brandt, however close the strings are."""
-    words = {t.key for part in gold.as_tuple() for t in _tokens(part)}
-    strict = [w for part in predicted.as_tuple() for w in _content(part) if _strict(w)]
-    return all(_fold(w) in words for w in strict)
-
-
-def _overlap(ours: str, theirs: str, t: TriageThresholds) -> bool:
-    """Two texts share most of their (stemmed content) words, or one holds all the other's."""
-    a, b = ({_stem(w) for w in _field_key(text).split()} for text in (ours, theirs))
-    if not a or not b:
-        return False
-    return a <= b or b <= a or len(a & b) / len(a | b) >= t.fact_overlap
-
-
-def _same_fact(predicted: Triple, gold: Triple, t: TriageThresholds) -> bool:
-    """Whether a predicted triple states a gold fact: names agree, the subjects overlap, and so
-    do relation-plus-object (so a shorter or longer cut of the same fact matches, wherever the
-    relation/object boundary falls, but "a small part" does not match "an important part")."""
-    return (
-        _names_agree(predicted, gold)
-        and _overlap(predicted.s, gold.s, t)
-        and _overlap(
-            f"{predicted.relation} {predicted.object}", f"{gold.relation} {gold.object}", t
-        )
-    )
-
-
 def _against_gold(triples: list[Triple], gold: list[Triple], t: TriageThresholds) -> list[Tag]:
-    """`omission` and `over_extraction`: recall and precision, matching triples fuzzily."""
-    found = [any(_same_fact(p, g, t) for p in triples) for g in gold]
-    correct = [any(_same_fact(p, g, t) for g in gold) for p in triples]
+    """`omission` and `over_extraction`: recall and precision under triple F1's matcher."""
+    # The matcher of triple F1, so the omission tag and triple recall never disagree.
+    matches = match_triples(triples, gold, get_settings().triple_match_threshold)
+    found = [any(g == j for _, j in matches) for g in range(len(gold))]
+    correct = [any(p == i for i, _ in matches) for p in range(len(triples))]
     recall = sum(found) / len(gold)
     tags = []
     if recall < t.omission_recall:
