@@ -1,4 +1,4 @@
-"""The prompt chain on any LangChain chat model (OpenAI, fine-tuned OpenAI, anything wrapped).
+"""The prompt chain on any LangChain chat model (OpenAI, Anthropic, Ollama, fine-tuned OpenAI...).
 
 When the model supports structured output, the answer is requested as a pydantic list of
 triples (tool calling; a JSON-schema `response_format` on an OpenAI-compatible server given by
@@ -73,7 +73,7 @@ class ChatChain(ExtractionChain):
         structured: bool | None = None,
         model_name: str | None = None,
         max_concurrency: int = 4,
-        structured_method: str = "function_calling",
+        structured_method: str | None = "function_calling",
         response_format: dict[str, Any] | None = None,
     ) -> None:
         self.spec = spec
@@ -90,9 +90,11 @@ class ChatChain(ExtractionChain):
         )
 
     @staticmethod
-    def _structured(model: BaseChatModel, method: str) -> Any:
+    def _structured(model: BaseChatModel, method: str | None) -> Any:
+        """The structured-output runnable; `method` None keeps the model's own default."""
+        kwargs = {} if method is None else {"method": method}
         try:
-            return model.with_structured_output(TripleList, include_raw=True, method=method)
+            return model.with_structured_output(TripleList, include_raw=True, **kwargs)
         except (NotImplementedError, AttributeError, ValueError, TypeError):
             return None
 

@@ -1,4 +1,9 @@
-"""Build chains from a spec string or keyword arguments; chains are cached per process."""
+"""Build chains from a spec string or keyword arguments; chains are cached per process.
+
+A remote chain's model comes from its provider (`openai:` through `ChatOpenAI` with the
+settings' key, any other through `init_chat_model`, triplesmith/providers.py); a local chain's
+from an engine, with its adapter (a directory or a Hub id) resolved to a local folder first.
+"""
 
 import threading
 from collections.abc import Sequence
@@ -12,8 +17,10 @@ from triplesmith.chains.engines import GenerationOptions, get_engine
 from triplesmith.chains.engines.grammar import TRIPLES_SCHEMA
 from triplesmith.chains.local import LocalChain
 from triplesmith.chains.shots import ShotSelector
-from triplesmith.chains.spec import ChainSpec, parse_spec
-from triplesmith.errors import ChainError, TriplesmithError
+from triplesmith.chains.spec import LOCAL, ChainSpec, parse_spec
+from triplesmith.errors import ChainError, ModelError, TriplesmithError
+from triplesmith.models import resolve_adapter
+from triplesmith.providers import build_chat_model
 from triplesmith.schema import Example
 from triplesmith.settings import Settings, get_settings
 
@@ -71,14 +78,38 @@ def _openai_model(spec: ChainSpec, settings: Settings) -> BaseChatModel:
     )
 
 
+def _provider_model(spec: ChainSpec, settings: Settings) -> BaseChatModel:
+    """The chat model of a remote chain: OpenAI's with the settings' key and endpoint, any
+    other provider's through `init_chat_model` (its key from the provider's own variable)."""
+    if spec.provider == "openai":
+        return _openai_model(spec, settings)
+    opts = spec.options
+    try:
+        return build_chat_model(
+            spec.provider,
+            spec.model_name,
+            base_url=opts.get("base_url"),  # type: ignore[arg-type]
+            temperature=float(opts.get("temperature", 0.0)),
+            timeout=float(opts.get("timeout", settings.request_timeout_s)),
+            max_tokens=opts.get("max_new_tokens"),  # type: ignore[arg-type]
+            max_retries=settings.max_retries,
+        )
+    except ModelError as exc:
+        raise ChainError(f"chain {str(spec)!r}: {exc}") from None
+
+
 def _chat_chain(
     spec: ChainSpec, model: BaseChatModel, selector: ShotSelector | None, named: bool
 ) -> ChatChain:
-    """A chat chain; on a server of its own (`+base_url`), structured output goes through a
-    JSON-schema `response_format` (servers rarely call tools), and a fine-tuned model is asked
-    for the bare triple list it was trained to write."""
+    """A chat chain; on a server of its own (`+base_url`), an OpenAI chain's structured output
+    goes through a JSON-schema `response_format` (servers rarely call tools), and a fine-tuned
+    model is asked for the bare triple list it was trained to write. Other providers use their
+    own default way to structured output (Ollama's is a JSON-schema `format`)."""
     structured = spec.options.get("structured")
     served = "base_url" in spec.options
+    method: str | None = None
+    if spec.provider == "openai" or spec.provider == LOCAL:  # LOCAL: a registered chat model
+        method = "json_schema" if served else "function_calling"
     response_format = None
     if spec.kind == "openai-ft":
         if served and structured is not False:
@@ -93,7 +124,7 @@ def _chat_chain(
         shots=selector,
         structured=None if structured is None else bool(structured),
         model_name=spec.model_name if named else None,
-        structured_method="json_schema" if served else "function_calling",
+        structured_method=method,
         response_format=response_format,
     )
 
@@ -129,11 +160,17 @@ def build_chain(
         chat_model = _CHAT_MODELS[spec.model]
         if spec.kind in ("hf", "openai-ft"):
             raise ChainError(f"chain {spec}: a registered chat model runs few-shot or zero-shot")
-    if chat_model is not None or spec.provider == "openai":
-        model = chat_model or _openai_model(spec, settings)
+    if chat_model is not None or spec.provider != LOCAL:
+        model = chat_model or _provider_model(spec, settings)
         named = chat_model is None or spec.model in _CHAT_MODELS
         return _chat_chain(spec, model, selector, named)
-    engine = get_engine(spec.model, adapter=opts.get("adapter"))  # type: ignore[arg-type]
+    adapter = opts.get("adapter")
+    if adapter is not None:
+        try:
+            adapter = str(resolve_adapter(str(adapter)))
+        except ModelError as exc:
+            raise ChainError(f"chain {str(spec)!r}: {exc}") from None
+    engine = get_engine(spec.model, adapter=adapter)
     options = GenerationOptions(
         max_new_tokens=opts.get("max_new_tokens"),  # type: ignore[arg-type]
         repetition_penalty=opts.get("repetition_penalty"),  # type: ignore[arg-type]

@@ -4,32 +4,40 @@ Grammar: `KIND[:MODEL][+key=value]...`
 
 - `few-shot:smollm2+k=3`, `zero-shot:smollm2` — the prompt chain on a local causal LM
   (an embedded name, a directory, or a Hub id), batched and with per-triple confidences;
-- `few-shot:openai:gpt-4o-mini` — the prompt chain on an OpenAI chat model;
-- `hf:smollm2+adapter=adapters/run1` — a fine-tuned local model (zero-shot prompt);
+- `few-shot:openai:gpt-4o-mini`, `few-shot:anthropic:claude-3-5-haiku-latest`,
+  `few-shot:ollama:llama3.2+base_url=http://host:11434` — the prompt chain on a chat model of
+  any LangChain provider (triplesmith/providers.py: its package is an extra of triplesmith);
+- `hf:smollm2+adapter=adapters/run1` — a fine-tuned local model (zero-shot prompt); the
+  adapter is a directory or a Hub id (`owner/name`, read from the Hub cache when offline);
 - `openai-ft:ft:gpt-3.5-turbo:org::id` — a fine-tuned OpenAI model, or any OpenAI-compatible
   server through `+base_url=http://host:port/v1` (or `TRIPLESMITH_OPENAI_BASE_URL`).
 
-The model part may itself contain colons (`ft:` ids do); options are split on `+`, so no
-value may contain one. Every option has a type, a valid range and the chains that use it
-(`OPTIONS`); `parse_spec` refuses anything else before any model loads.
+The model part may itself contain colons (`ft:` ids do); a first part that names a provider
+(`ollama:`) makes the chain remote. Options are split on `+`, so no value may contain one.
+Every option has a type, a valid range and the chains that use it (`OPTIONS`); `parse_spec`
+refuses anything else before any model loads.
 """
 
 import math
+import re
 from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
 from triplesmith.errors import ChainError
+from triplesmith.providers import PROVIDERS as CHAT_PROVIDERS
+from triplesmith.providers import split_provider
 from triplesmith.redaction import redact_url
 
 KINDS = ("few-shot", "zero-shot", "hf", "openai-ft")
 DEFAULT_MODEL = "smollm2"
-LOCAL, REMOTE = "local", "openai"
-PROVIDERS = (LOCAL, REMOTE)
+LOCAL, REMOTE = "local", "remote"
+PROVIDERS = (LOCAL, REMOTE)  # where a chain runs; `ChainSpec.provider` names the chat provider
 _PROVIDER_NAMES = {
     LOCAL: "local chains (a model run in this process)",
-    REMOTE: "remote chains (an OpenAI or OpenAI-compatible endpoint)",
+    REMOTE: "remote chains (a chat model provider, or an OpenAI-compatible endpoint)",
 }
+_PROVIDER_WORD = re.compile(r"[a-z][a-z0-9_-]+")
 _TRUE = ("1", "true", "yes", "on", "json")
 _FALSE = ("0", "false", "no", "off")
 
@@ -40,7 +48,8 @@ OptionValue = str | int | float | bool
 class Option:
     """One spec option: its type, its valid range, and the chains that use it.
 
-    `kinds` and `providers` both have to match (a provider is `ChainSpec.provider`); `minimum`
+    `kinds` and `providers` both have to match (`providers` are where the chain runs: `local`,
+    or `remote` for every chat provider, see `ChainSpec.provider`); `minimum`
     and `maximum` bound numbers (`above` makes the minimum exclusive); `prefixes` are the
     allowed beginnings of a string; `why_not` explains the refusal on a provider it skips.
     """
@@ -82,7 +91,9 @@ class Option:
         return scope if self.kinds == KINDS else f"{'/'.join(self.kinds)} {scope}"
 
     def applies_to(self, kind: str, provider: str) -> bool:
-        return kind in self.kinds and provider in self.providers
+        """`provider` is `ChainSpec.provider`: `local`, or the name of a chat provider."""
+        where = LOCAL if provider == LOCAL else REMOTE
+        return kind in self.kinds and where in self.providers
 
     def convert(self, raw: str) -> OptionValue:
         """`raw` as this option's type; ValueError when it is not one of the valid values."""
@@ -132,7 +143,9 @@ OPTIONS: dict[str, Option] = {
         bool, "pick the most similar pool sentences as shots", ("few-shot",), default=False
     ),
     "max_new_tokens": Option(int, "answer budget in tokens", minimum=1, maximum=4096),
-    "adapter": Option(str, "PEFT adapter directory of a fine-tuned model", ("hf",)),
+    "adapter": Option(
+        str, "PEFT adapter of a fine-tuned model: a directory or a Hub id owner/name", ("hf",)
+    ),
     "batch_size": Option(
         int,
         "prompts per generate call",
@@ -203,7 +216,8 @@ OPTIONS: dict[str, Option] = {
     ),
     "base_url": Option(
         str,
-        "OpenAI-compatible endpoint of this chain",
+        "endpoint of this chain: an OpenAI-compatible server, or the provider's own "
+        "(Ollama, Anthropic, ...; see triplesmith/providers.py)",
         providers=(REMOTE,),
         prefixes=("http://", "https://"),
         why_not="local chains make no requests",
@@ -231,15 +245,18 @@ class ChainSpec(BaseModel):
 
     @property
     def provider(self) -> str:
-        """`openai` (remote: an OpenAI or OpenAI-compatible endpoint), else `local`."""
-        if self.kind == "openai-ft" or self.model.startswith("openai:"):
-            return REMOTE
-        return LOCAL
+        """The chat provider of a remote chain (`openai` for openai-ft and `openai:` models,
+        `ollama` for `ollama:llama3.2`, ...), else `local`."""
+        if self.kind == "openai-ft":
+            return "openai"
+        split = split_provider(self.model) if self.kind != "hf" else None
+        return split[0] if split else LOCAL
 
     @property
     def model_name(self) -> str:
         """The model without its provider prefix (`openai:gpt-4o-mini` → `gpt-4o-mini`)."""
-        return self.model.removeprefix("openai:")
+        split = split_provider(self.model) if self.kind != "openai-ft" else None
+        return split[1] if split else self.model
 
     def __str__(self) -> str:
         """The canonical spec; a `base_url` is shown with its credentials redacted (the string
@@ -277,6 +294,26 @@ def _option(spec: str, kind: str, provider: str, key: str, raw: str) -> OptionVa
         ) from None
 
 
+def _check_provider(spec: str, parsed: ChainSpec) -> None:
+    """Refuse a provider prefix on a local kind, and a prefix that names no provider."""
+    head, sep, rest = parsed.model.partition(":")
+    if not sep or parsed.kind == "openai-ft":
+        return
+    if head in CHAT_PROVIDERS:
+        if parsed.kind == "hf":
+            raise ChainError(
+                f"chain spec {spec!r}: hf chains run a local model; use few-shot:{parsed.model} "
+                f"or zero-shot:{parsed.model} for a {head} chat model"
+            )
+        if not rest:
+            raise ChainError(f"chain spec {spec!r}: name the {head} model, e.g. {head}:MODEL")
+    elif _PROVIDER_WORD.fullmatch(head):
+        raise ChainError(
+            f"chain spec {spec!r}: unknown chat model provider {head!r}; use one of "
+            f"{', '.join(CHAT_PROVIDERS)} (LangChain's init_chat_model names), or a local model"
+        )
+
+
 def parse_spec(spec: str | ChainSpec) -> ChainSpec:
     """Parse `KIND[:MODEL][+key=value]...` and check every option against `OPTIONS`.
 
@@ -302,6 +339,7 @@ def parse_spec(spec: str | ChainSpec) -> ChainSpec:
             f"chain spec {spec!r}: openai-ft needs a model id, e.g. openai-ft:ft:gpt-3.5-turbo:org::id"
         )
     parsed = ChainSpec(kind=kind, model=model or DEFAULT_MODEL)
+    _check_provider(spec, parsed)
     for part in option_parts:
         key, sep, value = part.partition("=")
         key = key.strip()
@@ -310,6 +348,12 @@ def parse_spec(spec: str | ChainSpec) -> ChainSpec:
         if key in parsed.options:
             raise ChainError(f"chain spec {spec!r}: option {key} is given twice; keep one")
         parsed.options[key] = _option(spec, kind, parsed.provider, key, value.strip())
+    if "base_url" in parsed.options and not CHAT_PROVIDERS[parsed.provider].base_url:
+        takers = ", ".join(name for name, p in CHAT_PROVIDERS.items() if p.base_url)
+        raise ChainError(
+            f"chain spec {spec!r}: the {parsed.provider} provider takes no base URL; drop "
+            f"+base_url (providers that take one: {takers})"
+        )
     if kind == "zero-shot" and parsed.options.get("k", 0) != 0:
         raise ChainError(f"chain spec {spec!r}: zero-shot means k=0; use few-shot for k > 0")
     return parsed

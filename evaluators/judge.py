@@ -10,6 +10,10 @@ The sentence, the gold and the prediction reach the judge as JSON inside ``` fen
 message, with every backtick written as the JSON escape \\u0060: the data decodes to exactly what
 was given, yet contains no backtick, so nothing in a prediction can close its fence; the rubric
 lives alone in the system message.
+
+The judge has its own endpoint: a judge model string may carry `+base_url=URL`
+(`openai:gpt-4o-mini+base_url=http://127.0.0.1:8000/v1`), else `TRIPLESMITH_JUDGE_BASE_URL`
+applies; the chains' `TRIPLESMITH_OPENAI_BASE_URL` never moves the judge.
 """
 
 import json
@@ -21,9 +25,12 @@ from langchain_core.language_models.chat_models import BaseChatModel
 from openevals.llm import create_llm_as_judge
 from pydantic import BaseModel, Field, ValidationError, field_validator
 
-from triplesmith.errors import EvaluatorError
+from triplesmith.errors import EvaluatorError, ModelError
 from triplesmith.evaluators.base import Evaluator, Feedback, RunOutputs, read_prediction
+from triplesmith.providers import build_chat_model, split_provider
+from triplesmith.redaction import redact_url
 from triplesmith.schema import Example, Triple
+from triplesmith.settings import Settings
 
 JUDGE_KEY = "judge"
 JUDGE_SCALE = 100.0
@@ -153,6 +160,64 @@ def read_verdict(response: Any) -> JudgeVerdict:
         raise EvaluatorError(
             f"judge answer unusable ({problem}); expected a score within 0–100, "
             f"got {response!r:.120}"
+        ) from None
+
+
+def _judge_spec(spec: str) -> tuple[str, str | None]:
+    """`provider:model[+base_url=URL]` → (model, base URL or None)."""
+    model, *options = spec.split("+")
+    base_url = None
+    for option in options:
+        key, sep, value = option.partition("=")
+        if (
+            key.strip() != "base_url"
+            or not sep
+            or not value.strip().startswith(("http://", "https://"))
+        ):
+            raise EvaluatorError(
+                f"judge model {_shown(spec)!r}: the only option a judge takes is "
+                "+base_url=http(s)://HOST[:PORT][/PATH]"
+            )
+        base_url = value.strip()
+    return model.strip(), base_url
+
+
+def _shown(spec: str) -> str:
+    """A judge model string with the credentials of its base URL redacted."""
+    head, sep, url = spec.partition("+base_url=")
+    return f"{head}{sep}{redact_url(url)}" if sep else spec
+
+
+def build_judge_model(spec: str, settings: Settings) -> BaseChatModel:
+    """The judge chat model of `'provider:model[+base_url=URL]'`, built with LangChain's
+    `init_chat_model` (a bare model name such as `gpt-4o-mini` lets it infer the provider).
+
+    The endpoint is the string's `+base_url`, else `settings.judge_base_url`, else the provider's
+    default; an OpenAI judge takes the settings' API key. A missing provider package is named
+    with the extra that installs it.
+    """
+    model, base_url = _judge_spec(spec)
+    base_url = base_url or settings.judge_base_url
+    split = split_provider(model)
+    provider, name = split if split else (None, model)
+    extra: dict[str, Any] = {}
+    if provider == "openai" and settings.openai_api_key is not None:
+        extra["api_key"] = settings.openai_api_key
+    try:
+        if provider is not None:
+            return build_chat_model(provider, name, base_url=base_url, **extra)
+        from langchain.chat_models import init_chat_model
+
+        if base_url:
+            extra["base_url"] = base_url
+        return init_chat_model(model, **extra)
+    except ModelError as exc:
+        raise EvaluatorError(f"cannot build the judge model {_shown(spec)!r}: {exc}") from None
+    except Exception as exc:  # init_chat_model's own errors for a name it cannot place
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise EvaluatorError(
+            f"cannot build the judge model {_shown(spec)!r}: {first}; check the "
+            "'provider:model' name and the provider's API key"
         ) from None
 
 

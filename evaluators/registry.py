@@ -1,7 +1,6 @@
 """Evaluators by name, as the CLI and `compare()` name them: `carb,benchie,triple-f1,format,judge`."""
 
 from collections.abc import Callable, Sequence
-from typing import Any
 
 from langchain_core.language_models.chat_models import BaseChatModel
 
@@ -9,7 +8,7 @@ from triplesmith.errors import EvaluatorError
 from triplesmith.evaluators.base import Evaluator
 from triplesmith.evaluators.exact import BenchieEvaluator, CarbEvaluator
 from triplesmith.evaluators.format_validity import FormatEvaluator
-from triplesmith.evaluators.judge import JudgeEvaluator
+from triplesmith.evaluators.judge import JudgeEvaluator, build_judge_model
 from triplesmith.evaluators.triple_f1 import TripleF1Evaluator
 from triplesmith.settings import Settings, get_settings
 
@@ -64,21 +63,7 @@ def resolve_judge(judge_model: BaseChatModel | str | None, settings: Settings) -
             f"judge_model must be a LangChain chat model or a 'provider:model' string, "
             f"got {type(model).__name__}"
         )
-    from langchain.chat_models import init_chat_model
-
-    kwargs: dict[str, Any] = {}
-    if model.startswith("openai:"):
-        if settings.openai_api_key is not None:
-            kwargs["api_key"] = settings.openai_api_key
-        if settings.openai_base_url:
-            kwargs["base_url"] = settings.openai_base_url
-    try:
-        return init_chat_model(model, **kwargs)
-    except Exception as exc:  # provider packages raise their own types for a bad name or key
-        raise EvaluatorError(
-            f"cannot build the judge model {model!r}: {exc}; check the 'provider:model' name "
-            f"and the provider's API key"
-        ) from None
+    return build_judge_model(model, settings)
 
 
 def get_evaluators(

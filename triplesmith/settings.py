@@ -1,5 +1,9 @@
 """Run-time settings, read from the environment (`TRIPLESMITH_*`, plus the providers' own keys).
 
+Endpoints are kept apart: `TRIPLESMITH_OPENAI_BASE_URL` (or `OPENAI_BASE_URL`) moves the OpenAI
+chains, `TRIPLESMITH_JUDGE_BASE_URL` moves the judge; a chain's own `+base_url=` and a judge
+model's `+base_url=` win over both.
+
 Secrets are `SecretStr`: they never print, and `public_dict()` leaves them out of anything
 written to disk (manifests, reports, the experiment store).
 """
@@ -8,7 +12,7 @@ import os
 from functools import lru_cache
 from typing import Any
 
-from pydantic import BaseModel, Field, SecretStr, ValidationError
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 
 from triplesmith.errors import SettingsError
 from triplesmith.redaction import redact_url
@@ -61,9 +65,21 @@ class Settings(BaseModel):
     max_repairs: int = 1
     request_timeout_s: float = 120.0
     max_retries: int = 2
-    judge_model: str | None = None
+    judge_model: str | None = Field(
+        None, description="the judge: 'provider:model[+base_url=URL]', e.g. openai:gpt-4o-mini"
+    )
+    judge_base_url: str | None = Field(
+        None, description="the judge's endpoint (a judge model's own +base_url wins)"
+    )
     triple_match_threshold: float = 85.0
     triage: TriageThresholds = Field(default_factory=TriageThresholds)
+
+    @field_validator("judge_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(("http://", "https://")):
+            raise ValueError("must be a URL starting with http:// or https://")
+        return value
 
     @classmethod
     def from_env(cls, environ: dict[str, str] | None = None) -> "Settings":
@@ -92,8 +108,15 @@ class Settings(BaseModel):
     def public_dict(self) -> dict[str, Any]:
         """The settings without secrets, safe to write into manifests and reports."""
         public = self.model_dump(mode="json", exclude={"openai_api_key", "langsmith_api_key"})
-        if public.get("openai_base_url"):
-            public["openai_base_url"] = redact_url(public["openai_base_url"])
+        if public["judge_base_url"] is None:  # unset, it leaves experiment keys as they were
+            del public["judge_base_url"]
+        for key in ("openai_base_url", "judge_base_url"):
+            if public.get(key):
+                public[key] = redact_url(public[key])
+        if public.get("judge_model") and "+base_url=" in public["judge_model"]:
+            head, _, url = public["judge_model"].partition("+base_url=")
+            url, plus, rest = url.partition("+")
+            public["judge_model"] = f"{head}+base_url={redact_url(url)}{plus}{rest}"
         return public
 
 

@@ -8,6 +8,7 @@ import sys
 import typer
 from langsmith.utils import LangSmithError
 from rich.console import Console
+from rich.markup import escape
 
 from triplesmith.cli import data as data_cli
 from triplesmith.cli import models as models_cli
@@ -46,7 +47,17 @@ def register(module_name: str, name: str | None = None) -> None:
         module.register(app)
 
 
-for _module in ("extract", "serve", "train", "openai", "score", "compare", "rescore", "study"):
+for _module in (
+    "extract",
+    "serve",
+    "train",
+    "export",
+    "openai",
+    "score",
+    "compare",
+    "rescore",
+    "study",
+):
     try:
         register(_module)
     except ModuleNotFoundError as exc:
@@ -63,7 +74,7 @@ def main() -> None:
     try:
         app()
     except TriplesmithError as exc:
-        err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(2)
     except OSError as exc:  # the surroundings: a path not writable, a full disk, a folder
         where = f" ({exc.filename})" if exc.filename else ""
