@@ -3,11 +3,18 @@
 `manifest.json` sits beside the peft files in the adapter directory. `adapter_hash` names the
 adapter's content (config and weights) for experiment metadata; it is the same hash the hf
 chain records.
+
+Both name the base portably, never by a folder of the training machine's cache: the embedded
+SmolLM2 is its Hub id `HuggingFaceTB/SmolLM2-135M-Instruct` plus the sha256 of the GGUF file it
+was converted from (`name_base_portably` rewrites what peft saved; the manifest's
+`base_model_path` and `base_model_sha256` say the same). So `AutoPeftModelForCausalLM` loads the
+adapter on any machine, and `triplesmith.models.resolve_base` finds the embedded copy again.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import platform
 import tempfile
@@ -16,10 +23,11 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from triplesmith.data.fingerprint import dataset_fingerprint
 from triplesmith.errors import TrainingError
+from triplesmith.models import portable_name
 from triplesmith.schema import Example
 
 MANIFEST_NAME = "manifest.json"
@@ -48,8 +56,14 @@ class AdapterManifest(BaseModel):
     schema_version: int = 1
     created_at: str
     base_model: str
-    base_model_path: str
+    base_model_path: str = Field(
+        description="where to load the base: a Hub id (the embedded model's too), or the "
+        "directory given for training"
+    )
     base_model_hash: str
+    base_model_sha256: str | None = Field(
+        None, description="sha256 of the GGUF file an embedded base was converted from"
+    )
     dataset: str
     dataset_split: str | None
     dataset_hash: str
@@ -96,6 +110,46 @@ class AdapterManifest(BaseModel):
     resumed_from: str | None = None
     adapter_hash: str
     packages: dict[str, str]
+
+    @model_validator(mode="after")
+    def _portable_base(self) -> AdapterManifest:
+        """A converted embedded model's cache folder becomes its Hub id and GGUF hash."""
+        if self.base_model_sha256 is None:
+            name, sha = portable_name(self.base_model_path)
+            if sha is not None:
+                self.base_model_path, self.base_model_sha256 = name, sha
+        return self
+
+
+def name_base_portably(adapter_dir: str | Path) -> str | None:
+    """Rewrite the base peft saved in `adapter_config.json` (and in its model card) from a
+    converted embedded model's cache folder to the model's Hub id; returns the name written,
+    None when the base was named portably already (a Hub id, a folder of the user's).
+
+    Call it after saving the adapter and before `adapter_hash`: the config is part of the hash.
+    """
+    root = Path(adapter_dir)
+    config_path = root / "adapter_config.json"
+    config = json.loads(config_path.read_text())
+    saved = config.get("base_model_name_or_path")
+    if not saved:
+        return None
+    name, sha = portable_name(saved)
+    if sha is None:
+        return None
+    config["base_model_name_or_path"] = name
+    _write_atomic(config_path, json.dumps(config, indent=2, sort_keys=True))
+    card = root / "README.md"
+    if card.is_file():
+        _write_atomic(card, card.read_text().replace(saved, name))
+    return name
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    handle, staging = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
+    with os.fdopen(handle, "w") as stream:
+        stream.write(text)
+    os.replace(staging, path)
 
 
 def loss_ends(curve: Sequence[LossPoint]) -> tuple[float | None, float | None, int]:
@@ -147,12 +201,8 @@ def package_versions() -> dict[str, str]:
 
 def write_manifest(adapter_dir: str | Path, manifest: AdapterManifest) -> Path:
     """Write `manifest.json` atomically (a reader never sees half a file)."""
-    root = Path(adapter_dir)
-    target = root / MANIFEST_NAME
-    handle, staging = tempfile.mkstemp(prefix=".manifest-", dir=root)
-    with os.fdopen(handle, "w") as stream:
-        stream.write(manifest.model_dump_json(indent=2))
-    os.replace(staging, target)
+    target = Path(adapter_dir) / MANIFEST_NAME
+    _write_atomic(target, manifest.model_dump_json(indent=2))
     return target
 
 

@@ -57,6 +57,7 @@ from triplesmith.training.manifest import (
     adapter_hash,
     dataset_hash,
     loss_ends,
+    name_base_portably,
     package_versions,
     write_manifest,
 )
@@ -346,6 +347,7 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
     trainer.save_model(str(config.out))
 
     # 3. The manifest.
+    name_base_portably(config.out)  # the embedded base by its Hub id, before adapter_hash
     curve = [
         LossPoint(
             step=int(entry["step"]),
