@@ -177,6 +177,7 @@ class StudyResult(BaseModel):
     report: Path
     curated: Path
     comparison: Any
+    roles: dict[str, str] = {}  # role (few-shot, fine-tuned, ...) -> its label in the comparison
     reused: list[str]
     wall_s: float
 
@@ -415,6 +416,7 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
         report=report_dir / "report.md",
         curated=curated_path,
         comparison=comparison,
+        roles=labels,
         reused=reused,
         wall_s=time.perf_counter() - started,
     )

@@ -25,10 +25,24 @@ app.add_typer(models_cli.app, name="models")
 err = Console(stderr=True)
 
 
+def _show_version(value: bool) -> None:
+    if value:
+        import triplesmith
+
+        typer.echo(f"triplesmith {triplesmith.__version__}")
+        raise typer.Exit()
+
+
 @app.callback()
 def _root(
     verbose: int = typer.Option(0, "--verbose", "-v", count=True, help="More logging (-v, -vv)."),
+    version: bool = typer.Option(
+        False, "--version", callback=_show_version, is_eager=True, help="Print the version."
+    ),
 ) -> None:
+    """Exit status: 0 done; 1 a CI gate failed (compare/study --fail-under, --fail-if-worse) or
+    some rows failed (extract --input); 2 a refused input (an option, spec, dataset or file the
+    command cannot use, named in one line); 3 a failure of the surroundings (disk, store, network)."""
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if verbose == 0:

@@ -1,6 +1,8 @@
 """`triplesmith compare`: several chains on one dataset, a Rich table, and a report folder."""
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import typer
@@ -75,9 +77,26 @@ def register(app: typer.Typer) -> None:
         baseline: str | None = typer.Option(
             None, "--baseline", help="The chain (one of --chains) the paired tests are against."
         ),
+        fail_under: list[str] = typer.Option(
+            [],
+            "--fail-under",
+            help="A CI gate, repeatable: METRIC=VALUE (e.g. triple_f1=0.5); exit 1 when any "
+            "chain's figure is below it.",
+        ),
+        fail_if_worse: str | None = typer.Option(
+            None,
+            "--fail-if-worse",
+            help="A CI gate: a chain of --chains or a stored experiment key; exit 1 when a chain "
+            "is worse than it on a metric (paired Wilcoxon p < 0.05).",
+        ),
     ) -> None:
-        """Compare chains on one dataset with the same evaluators; resumable (rerun to finish)."""
+        """Compare chains on one dataset with the same evaluators; resumable (rerun to finish).
+
+        Exit status: 0 done, 1 a --fail-under / --fail-if-worse gate failed (one line each),
+        2 a refused input (option, spec, dataset), 3 a failure of the surroundings (disk,
+        store, network)."""
         from triplesmith.experiments.compare import compare as run_compare
+        from triplesmith.experiments.gates import parse_floors
         from triplesmith.experiments.report import corpus_table, cost_table, score_table, tag_table
 
         specs = [c.strip() for c in chains.split(",") if c.strip()]
@@ -85,6 +104,7 @@ def register(app: typer.Typer) -> None:
             raise ExperimentError(f"--chains {chains!r} names no chain; e.g. few-shot:smollm2")
         for spec in specs:  # every spec is refused or accepted before anything is written
             parse_spec(spec)
+        floors = parse_floors(fail_under)
         if out.exists() and not out.is_dir():
             raise ExperimentError(f"--out {out} is a file; give a folder for the report")
         try:
@@ -139,3 +159,24 @@ def register(app: typer.Typer) -> None:
         if reused:
             err.print(f"reused {reused} finished examples from {result.experiments[0].store}")
         console.print(f"report: {paths['report.md']} (and report.html, plots) in {out}")
+        check_gates(result, floors, fail_if_worse, config)
+
+
+def check_gates(
+    result: Any,  # a ComparisonResult (imported lazily: the CLI starts fast)
+    floors: Sequence[Any],
+    fail_if_worse: str | None,
+    config: RunConfig,
+    chains: Sequence[str] | None = None,
+) -> None:
+    """Print each failed CI gate on one line and exit 1 (gated: `chains`, default all)."""
+    from triplesmith.experiments.gates import baseline_experiment, below_floors, worse_than
+
+    failures = below_floors(result, floors, chains)
+    if fail_if_worse:
+        baseline = baseline_experiment(result, fail_if_worse.strip(), config)
+        failures += worse_than(baseline, result, chains)
+    for line in failures:
+        err.print(line, highlight=False, soft_wrap=True)
+    if failures:
+        raise typer.Exit(1)

@@ -91,9 +91,26 @@ def register(app: typer.Typer) -> None:
         openai_ft_model: str | None = typer.Option(
             None, help="An ft: model for the openai-ft chain."
         ),
+        fail_under: list[str] = typer.Option(
+            [],
+            "--fail-under",
+            help="A CI gate on the fine-tuned chain, repeatable: METRIC=VALUE (e.g. "
+            "carb_f1=0.44); exit 1 when it is below.",
+        ),
+        fail_if_worse: str | None = typer.Option(
+            None,
+            "--fail-if-worse",
+            help="A CI gate: a stored experiment key (e.g. an earlier study's fine-tuned chain); "
+            "exit 1 when the fine-tuned chain is worse on a metric (paired p < 0.05).",
+        ),
     ) -> None:
-        """Prepare → fine-tune → evaluate every chain → compare → failure analysis → curate."""
+        """Prepare → fine-tune → evaluate every chain → compare → failure analysis → curate.
+
+        Exit status: 0 done, 1 a gate failed, 2 a refused input, 3 a failure of the surroundings.
+        """
+        from triplesmith.cli.compare import check_gates
         from triplesmith.errors import ExperimentError
+        from triplesmith.experiments.gates import parse_floors
         from triplesmith.study import StudyConfig, run_study
 
         if preset not in ("demo", "carb"):
@@ -116,6 +133,7 @@ def register(app: typer.Typer) -> None:
             judge_model=judge_model,
             openai_ft_model=openai_ft_model,
         )
+        floors = parse_floors(fail_under)  # refused before any stage runs
         command = "triplesmith " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         result = run_study(config, console=err, command=command)
         console.print(results_table(result.comparison))
@@ -124,3 +142,5 @@ def register(app: typer.Typer) -> None:
         console.print(
             f"wall time: {result.wall_s / 60:.1f} min; reused stages: {', '.join(result.reused) or 'none'}"
         )
+        run = config.run.model_copy(update={"store": result.out / "experiments.sqlite"})
+        check_gates(result.comparison, floors, fail_if_worse, run, [result.roles["fine-tuned"]])
