@@ -7,7 +7,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +14,7 @@ from triplesmith.data.jsonl import write_lines_atomic
 from triplesmith.errors import ModelError, TrainingError
 from triplesmith.models import ModelRef, cache_dir, model_hash
 from triplesmith.training.attention import VARLEN, register_varlen
-from triplesmith.training.config import Machine, Plan
+from triplesmith.training.config import Machine, Plan, local_rank
 
 log = logging.getLogger(__name__)
 
@@ -71,11 +70,15 @@ def load_base(
     machine: Machine,
     model_kwargs: dict[str, Any] | None = None,
     double_quant: bool = True,
+    sharded: bool = False,
 ) -> Any:
     """The base model in the plan's precision, 4-bit NF4 for QLoRA (compute in the same dtype).
 
-    On a GPU it is loaded straight onto this process's device (no copy through host memory),
-    with the plan's attention implementation (`triplesmith_varlen` is registered first).
+    On a GPU it is loaded straight onto this process's device (`LOCAL_RANK` under
+    `accelerate launch`: one copy per process for DDP, QLoRA's included), with the plan's
+    attention implementation (`triplesmith_varlen` is registered first). When FSDP will shard
+    it (`sharded`) it stays in host memory for FSDP to split over the devices, and QLoRA's packed
+    4-bit weights are stored in the compute dtype so that FSDP can shard them like the rest.
     """
     import torch
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
@@ -86,10 +89,10 @@ def load_base(
         kwargs["attn_implementation"] = plan.attention
     if plan.attention == VARLEN:
         register_varlen()
-    if machine.device == "cuda":
+    if machine.device == "cuda" and not sharded:
         # One process per GPU under `accelerate launch`/torchrun: LOCAL_RANK names its device.
-        kwargs["device_map"] = {"": int(os.environ.get("LOCAL_RANK", "0"))}
-    elif plan.method == "qlora":
+        kwargs["device_map"] = {"": local_rank()}
+    elif plan.method == "qlora" and not sharded:
         kwargs["device_map"] = {"": "cpu"}
     if plan.method == "qlora":
         kwargs["quantization_config"] = BitsAndBytesConfig(
@@ -97,6 +100,7 @@ def load_base(
             bnb_4bit_quant_type="nf4",
             bnb_4bit_compute_dtype=dtype,
             bnb_4bit_use_double_quant=double_quant,
+            **({"bnb_4bit_quant_storage": dtype} if sharded else {}),
         )
     kwargs.update(model_kwargs or {})
     try:

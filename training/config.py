@@ -4,12 +4,15 @@ The decisions are made from the model's shape and the device (its free memory, a
 speed levers can use there) before anything is loaded, each with a reason that goes into the
 adapter manifest: LoRA or QLoRA, precision, gradient checkpointing, and the GPU speed levers:
 the attention implementation (varlen FlashAttention for packed batches, `training.attention`),
-packing, Liger's kernels (`training.kernels`) and the adapters' dtype.
+packing, Liger's kernels (`training.kernels`) and the adapters' dtype. Under `accelerate launch`
+each process plans for its own device (`LOCAL_RANK`), with the base's weights split over the
+processes when they are sharded (FSDP).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -30,6 +33,9 @@ Method = Literal["auto", "lora", "qlora"]
 Preset = Literal["default", "reference"]
 Format = Literal["chat", "llama2"]
 DType = Literal["float32", "bfloat16"]
+# How several processes share a run: a copy of the base on each (DDP), or its weights sharded
+# over them (FSDP, for a base that does not fit one device). One process ignores it.
+Distributed = Literal["ddp", "fsdp"]
 
 GIB = 1024**3
 # Share of the free memory a plan may use: the rest is left for the allocator, the CUDA
@@ -90,6 +96,7 @@ class TrainConfig(BaseModel):
     adapter_dtype: DType | None = None  # the LoRA weights' dtype
     # Extra keyword arguments for `from_pretrained` (attn_implementation, device_map, ...).
     model_kwargs: dict[str, Any] = Field(default_factory=dict)
+    distributed: Distributed = "ddp"
     resume: bool = False
 
     @model_validator(mode="after")
@@ -145,7 +152,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 @dataclass(frozen=True)
 class Machine:
-    """The device training will run on and the memory free there."""
+    """The device this process trains on and the memory free there, and how many processes
+    train together (`accelerate launch`: one a device, each with its own `Machine`)."""
 
     device: str  # "cpu" or "cuda"
     name: str
@@ -157,6 +165,17 @@ class Machine:
     liger_model_types: frozenset[str] = frozenset()
     varlen: bool = False
     capability: tuple[int, int] | None = None
+    processes: int = 1
+
+
+def local_rank() -> int:
+    """This process's device index under `accelerate launch`/torchrun (0 when run alone)."""
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def world_size() -> int:
+    """How many processes train together (`WORLD_SIZE`, set by the launcher; 1 alone)."""
+    return int(os.environ.get("WORLD_SIZE", "1"))
 
 
 @dataclass(frozen=True)
@@ -192,25 +211,32 @@ class Plan:
 
 
 def probe_machine() -> Machine:
-    """The first CUDA device if there is one, else the CPU, with its free memory now."""
+    """This process's CUDA device (`LOCAL_RANK`, the first one alone) if there is one, else the
+    CPU, with its free memory now."""
     import psutil
     import torch
 
     if torch.cuda.is_available():
-        free, _total = torch.cuda.mem_get_info()
+        index = local_rank()
+        free, _total = torch.cuda.mem_get_info(index)
         liger, liger_types = liger_support()
         return Machine(
             device="cuda",
-            name=torch.cuda.get_device_name(),
+            name=torch.cuda.get_device_name(index),
             free_bytes=int(free),
             bf16=torch.cuda.is_bf16_supported(),
             liger=liger,
             liger_model_types=liger_types,
             varlen=varlen_available(),
-            capability=tuple(torch.cuda.get_device_capability()),
+            capability=tuple(torch.cuda.get_device_capability(index)),
+            processes=world_size(),
         )
     return Machine(
-        device="cpu", name="cpu", free_bytes=int(psutil.virtual_memory().available), bf16=False
+        device="cpu",
+        name="cpu",
+        free_bytes=int(psutil.virtual_memory().available),
+        bf16=False,
+        processes=world_size(),
     )
 
 
@@ -239,11 +265,12 @@ def _bytes(n: float) -> str:
     return f"{n / GIB:.2f} GiB"
 
 
-def weight_bytes(shape: ModelShape, method: str, dtype_bytes: int) -> float:
-    """The base weights in memory: full precision for LoRA, ~4.5 bits/parameter for NF4."""
+def weight_bytes(shape: ModelShape, method: str, dtype_bytes: int, shards: int = 1) -> float:
+    """The base weights on one device: full precision for LoRA, ~4.5 bits/parameter for NF4,
+    split over `shards` devices when FSDP shards them."""
     if method == "qlora":
-        return shape.params * 0.5625
-    return shape.params * dtype_bytes
+        return shape.params * 0.5625 / shards
+    return shape.params * dtype_bytes / shards
 
 
 def activation_bytes(
@@ -264,28 +291,36 @@ def activation_bytes(
 
 
 def choose_method(
-    requested: Method, shape: ModelShape, machine: Machine, tokens_per_step: int
+    requested: Method,
+    shape: ModelShape,
+    machine: Machine,
+    tokens_per_step: int,
+    shards: int = 1,
 ) -> tuple[Literal["lora", "qlora"], str]:
     """LoRA or QLoRA, and why: QLoRA only when the full-precision base would not fit.
 
-    The base counts as fitting when its weights plus the (checkpointed) activations of one
-    micro-batch take at most 85 % of the free memory.
+    The base counts as fitting when its weights (this device's share of them under FSDP) plus
+    the (checkpointed) activations of one micro-batch take at most 85 % of the free memory.
     """
     if requested != "auto":
         return requested, f"--method {requested} was requested"
     dtype_bytes = 2 if machine.bf16 else 4
     precision = "bf16" if machine.bf16 else "fp32"
     usable = machine.free_bytes * USABLE_SHARE
-    lora_need = weight_bytes(shape, "lora", dtype_bytes) + activation_bytes(
+    lora_need = weight_bytes(shape, "lora", dtype_bytes, shards) + activation_bytes(
         shape, tokens_per_step, dtype_bytes, checkpointing=True
     )
     where = f"{_bytes(machine.free_bytes)} free on {machine.name}"
+    if shards > 1:
+        where += f" (weights sharded over {shards} processes)"
+    elif machine.processes > 1:
+        where += f" (a full copy in each of {machine.processes} processes)"
     if lora_need <= usable:
         return "lora", (
             f"the {precision} base needs ~{_bytes(lora_need)} of {where}, so LoRA "
             f"(faster than QLoRA when it fits: {LORA_VS_QLORA})"
         )
-    qlora_need = weight_bytes(shape, "qlora", dtype_bytes) + activation_bytes(
+    qlora_need = weight_bytes(shape, "qlora", dtype_bytes, shards) + activation_bytes(
         shape, tokens_per_step, dtype_bytes, checkpointing=True
     )
     if qlora_need <= usable:
@@ -295,8 +330,8 @@ def choose_method(
         )
     raise TrainingError(
         f"the base model ({shape.params / 1e9:.2f} B parameters) does not fit {where} even in "
-        f"4-bit (~{_bytes(qlora_need)} needed); lower --batch-size or --max-seq-len, or use a "
-        "machine with more memory"
+        f"4-bit (~{_bytes(qlora_need)} needed); lower --batch-size or --max-seq-len, shard it "
+        "over several GPUs (--num-processes N --fsdp), or use a machine with more memory"
     )
 
 
@@ -306,12 +341,13 @@ def choose_checkpointing(
     shape: ModelShape,
     machine: Machine,
     tokens_per_step: int,
+    shards: int = 1,
 ) -> tuple[bool, str]:
     """Gradient checkpointing only when the activations would not fit without it (~50 % more compute)."""
     if requested is not None:
         return requested, f"gradient checkpointing {'on' if requested else 'off'} as configured"
     dtype_bytes = 2 if machine.bf16 else 4
-    need = weight_bytes(shape, method, dtype_bytes) + activation_bytes(
+    need = weight_bytes(shape, method, dtype_bytes, shards) + activation_bytes(
         shape, tokens_per_step, dtype_bytes, checkpointing=False
     )
     usable = machine.free_bytes * USABLE_SHARE
@@ -389,12 +425,15 @@ def plan_training(config: TrainConfig, shape: ModelShape, machine: Machine) -> P
 
     Raises `TrainingError` when a lever is forced on where it cannot run (kernels without CUDA
     or liger-kernel, varlen attention without a FlashAttention GPU or without packing).
+    Under several processes it is this process's plan: its device, its micro-batch, and its
+    share of the weights (all of them with DDP, 1/N with FSDP).
     """
     tokens_per_step = config.batch_size * config.max_seq_len
-    method, method_reason = choose_method(config.method, shape, machine, tokens_per_step)
+    shards = machine.processes if config.distributed == "fsdp" else 1
+    method, method_reason = choose_method(config.method, shape, machine, tokens_per_step, shards)
     dtype, dtype_reason = choose_dtype(machine)
     checkpointing, checkpointing_reason = choose_checkpointing(
-        config.gradient_checkpointing, method, shape, machine, tokens_per_step
+        config.gradient_checkpointing, method, shape, machine, tokens_per_step, shards
     )
     attention, attention_reason = choose_attention(
         config.requested_attention, config.packing, config.group_by_length, shape, machine

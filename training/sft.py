@@ -5,6 +5,11 @@ every bad input is refused before the model is loaded, the machine-dependent cho
 speed levers included) come from `training.config.plan_training`, checkpoints go to
 `OUT/checkpoints` (so `resume=True` continues after an interruption), and the adapter lands in
 `OUT` with its `manifest.json`.
+
+Under `accelerate launch` (or `triplesmith train --num-processes N`, which calls it) every
+process runs this same function: each plans for its own device and they agree on the smallest
+free memory, the Trainer shares the batches (DDP, or FSDP with `distributed="fsdp"`), and only
+the main process writes the run file, the adapter and the manifest, which the others then read.
 """
 
 from __future__ import annotations
@@ -16,7 +21,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import fields
+from dataclasses import fields, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -42,6 +47,7 @@ from triplesmith.training.config import (
     plan_training,
     probe_machine,
     shape_of,
+    world_size,
 )
 from triplesmith.training.format import (
     build_dataset,
@@ -59,6 +65,7 @@ from triplesmith.training.manifest import (
     loss_ends,
     name_base_portably,
     package_versions,
+    read_manifest,
     write_manifest,
 )
 
@@ -76,6 +83,7 @@ RESUME_FIXED = (
     "batch_size",
     "grad_accum",
     "adapter_dtype",
+    "distributed",
 )
 
 
@@ -147,12 +155,19 @@ def _check_out(config: TrainConfig, checkpoints: Path) -> Path | None:
             if (checkpoints / RUN_FILE).is_file()
             else {}
         )
-        now = config.model_dump(mode="json")
-        changed = [key for key in RESUME_FIXED if key in saved and saved[key] != now[key]]
+        now = {**config.model_dump(mode="json"), "processes": world_size()}
+        # The number of processes sets the global batch, so the steps and the schedule.
+        fixed = (*RESUME_FIXED, "processes")
+        changed = [key for key in fixed if saved.get(key, now[key]) != now[key]]
         if changed:
+            processes = (
+                f" (it ran in {saved['processes']} processes, this run in {now['processes']})"
+                if "processes" in changed
+                else ""
+            )
             raise TrainingError(
-                f"--resume: {', '.join(changed)} differ from the interrupted run in {config.out}; "
-                "resume with the same settings, or train into a new --out"
+                f"--resume: {', '.join(changed)} differ from the interrupted run in "
+                f"{config.out}{processes}; resume with the same settings, or train into a new --out"
             )
         return checkpoint
     if checkpoint is not None:
@@ -182,8 +197,17 @@ def cast_adapters(model: Any, dtype: str) -> None:
             param.data = param.data.to(target)
 
 
+def sharded(config: TrainConfig, machine: Machine) -> bool:
+    """Whether FSDP shards the base over the processes (asked for, and more than one)."""
+    return config.distributed == "fsdp" and machine.processes > 1
+
+
 def sft_config(config: TrainConfig, plan: Plan, machine: Machine, checkpoints: Path) -> Any:
-    """TRL's SFTConfig for this run (its full-fine-tuning defaults overridden where LoRA differs)."""
+    """TRL's SFTConfig for this run (its full-fine-tuning defaults overridden where LoRA differs).
+
+    Under several processes the batch size is per process, so the global batch is
+    `batch_size * grad_accum * processes`.
+    """
     from trl import SFTConfig
 
     names = {field.name for field in fields(SFTConfig)}
@@ -193,6 +217,20 @@ def sft_config(config: TrainConfig, plan: Plan, machine: Machine, checkpoints: P
         if "activation_checkpointing" in names
         else "gradient_checkpointing"
     )
+    distributed: dict[str, Any] = {}
+    if sharded(config, machine):
+        # FSDP2 wraps each decoder layer (the model's `_no_split_modules`) and recomputes
+        # activations itself when the plan checkpoints; the full adapter is gathered to save it.
+        distributed["fsdp"] = True
+        distributed["fsdp_config"] = {
+            "version": 2,
+            "auto_wrap_policy": "TRANSFORMER_BASED_WRAP",
+            "activation_checkpointing": plan.gradient_checkpointing,
+            "state_dict_type": "FULL_STATE_DICT",
+        }
+    elif machine.processes > 1:
+        # Every LoRA weight gets a gradient at every step: no search for unused parameters.
+        distributed["ddp_find_unused_parameters"] = False
     return SFTConfig(
         output_dir=str(checkpoints),
         num_train_epochs=config.epochs,
@@ -208,7 +246,7 @@ def sft_config(config: TrainConfig, plan: Plan, machine: Machine, checkpoints: P
         seed=config.seed,
         bf16=plan.dtype == "bfloat16",
         fp16=False,
-        **{checkpointing: plan.gradient_checkpointing},
+        **{checkpointing: plan.gradient_checkpointing and not sharded(config, machine)},
         max_length=config.max_seq_len,
         packing=plan.packing,
         packing_strategy="bfd",
@@ -222,6 +260,10 @@ def sft_config(config: TrainConfig, plan: Plan, machine: Machine, checkpoints: P
         disable_tqdm=True,
         dataloader_num_workers=0,
         dataloader_pin_memory=machine.device == "cuda",
+        # On CPU, processes started by `accelerate launch` talk through gloo (accelerate's
+        # MULTI_CPU); alone, nothing changes.
+        use_cpu=machine.device == "cpu",
+        **distributed,
     )
 
 
@@ -261,6 +303,22 @@ def _reset_peak_memory(machine: Machine) -> None:
         torch.cuda.reset_peak_memory_stats()
 
 
+def _join_processes(machine: Machine) -> tuple[Any, Machine]:
+    """accelerate's process state, and the machine every process plans for.
+
+    Each process probed its own device; they plan with the least free memory among them so that
+    they all make the same decisions (a different plan per process would not train together).
+    """
+    from accelerate import PartialState
+    from accelerate.utils import gather_object
+
+    state = PartialState(cpu=machine.device == "cpu")
+    if machine.processes == 1:
+        return state, machine
+    free = min(gather_object([machine.free_bytes]))
+    return state, replace(machine, free_bytes=int(free))
+
+
 def _peak_memory(machine: Machine) -> int:
     """Peak GPU memory allocated during this run, or the process's peak resident memory on CPU."""
     if machine.device == "cuda":
@@ -292,7 +350,14 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
     except ModelError as exc:
         raise TrainingError(f"base model: {exc}") from exc
     hf_config = check_causal_lm(ref)
-    machine = probe_machine()
+    state, machine = _join_processes(probe_machine())
+    main = state.is_main_process
+    if sharded(config, machine) and machine.device != "cuda":
+        # accelerate shards only on accelerators; its CPU processes would silently copy (DDP).
+        raise TrainingError(
+            "FSDP (--fsdp) shards the base over GPUs, and this run has none; train with DDP "
+            "(--ddp, the default) on CPU processes"
+        )
     plan = plan_training(config, shape_of(hf_config), machine)
     if plan.method == "qlora":
         check_bitsandbytes(machine.device)
@@ -314,11 +379,21 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
     from trl import SFTTrainer
 
     _reset_peak_memory(machine)
-    config.out.mkdir(parents=True, exist_ok=True)
-    checkpoints.mkdir(exist_ok=True)
-    if resume_from is None:
-        (checkpoints / RUN_FILE).write_text(config.model_dump_json(indent=2))
-    model = load_base(ref, plan, machine, config.model_kwargs, config.double_quant)
+    if main:
+        config.out.mkdir(parents=True, exist_ok=True)
+        checkpoints.mkdir(exist_ok=True)
+        if resume_from is None:
+            run = {**config.model_dump(mode="json"), "processes": machine.processes}
+            (checkpoints / RUN_FILE).write_text(json.dumps(run, indent=2))
+    args = sft_config(config, plan, machine, checkpoints)
+    model = load_base(
+        ref,
+        plan,
+        machine,
+        config.model_kwargs,
+        config.double_quant,
+        sharded=sharded(config, machine),
+    )
     lora = LoraConfig(
         r=config.lora.r,
         lora_alpha=config.lora.alpha,
@@ -326,15 +401,16 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
         target_modules=config.lora.target_modules,
         task_type="CAUSAL_LM",
     )
+    # One progress bar, the main process's (the Trainer calls every process's callbacks).
     progress = RichProgress(console)
     with liger_kernels(model, plan.kernels):
         trainer = SFTTrainer(
             model=model,
-            args=sft_config(config, plan, machine, checkpoints),
+            args=args,
             train_dataset=build_dataset(data.examples, config.format),
             processing_class=tokenizer,
             peft_config=lora,
-            callbacks=[progress],
+            callbacks=[progress] if main else [],
         )
         cast_adapters(trainer.model, plan.adapter_dtype)
         # With tqdm off, Trainer prints every log dict to stdout; the Rich bar replaces both.
@@ -344,9 +420,13 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
             output = trainer.train(resume_from_checkpoint=resume)
         finally:
             progress.progress.stop()
-    trainer.save_model(str(config.out))
+    trainer.save_model(str(config.out))  # every process takes part (FSDP gathers); main writes
+    peak = max(_gather(state, _peak_memory(machine)))
+    if not main:
+        state.wait_for_everyone()  # until the main process has written the manifest
+        return TrainResult(out=config.out, manifest=read_manifest(config.out))
 
-    # 3. The manifest.
+    # 3. The manifest (the main process).
     name_base_portably(config.out)  # the embedded base by its Hub id, before adapter_hash
     curve = [
         LossPoint(
@@ -388,7 +468,7 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
         kernels_reason=plan.kernels_reason,
         adapter_dtype=plan.adapter_dtype,
         adapter_dtype_reason=plan.adapter_dtype_reason,
-        hyperparameters=config.hyperparameters(),
+        hyperparameters={**config.hyperparameters(), "processes": machine.processes},
         steps=int(trainer.state.global_step),
         epochs=float(trainer.state.epoch or 0.0),
         loss_curve=curve,
@@ -399,11 +479,22 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
         tokens_per_s=round(tokens / runtime, 2) if runtime > 0 else 0.0,
         train_wall_s=round(runtime, 2),
         wall_s=round(time.perf_counter() - started, 2),
-        peak_memory_bytes=_peak_memory(machine),
-        device=machine.name,
+        peak_memory_bytes=peak,
+        device=machine.name if machine.processes == 1 else f"{machine.processes} x {machine.name}",
         resumed_from=resume_from.name if resume_from else None,
         adapter_hash=adapter_hash(config.out),
         packages=package_versions(),
     )
     write_manifest(config.out, manifest)
+    if machine.processes > 1:
+        state.wait_for_everyone()
     return TrainResult(out=config.out, manifest=manifest)
+
+
+def _gather(state: Any, value: int) -> list[int]:
+    """`value` from every process (this one's alone when it trains alone)."""
+    if state.num_processes == 1:
+        return [value]
+    from accelerate.utils import gather_object
+
+    return list(gather_object([value]))

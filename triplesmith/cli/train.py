@@ -1,6 +1,13 @@
-"""`triplesmith train`: fine-tune a LoRA/QLoRA adapter on a dataset and write it with its manifest."""
+"""`triplesmith train`: fine-tune a LoRA/QLoRA adapter on a dataset and write it with its manifest.
+
+With `--num-processes N` (alias `--gpus N`) the command starts itself again in N processes
+through accelerate's launcher (`accelerate launch -m triplesmith.cli.app train ...`, one process
+a GPU); under a launcher already (`LOCAL_RANK` is set) it trains as one of those processes.
+"""
 
 import json
+import os
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -10,13 +17,14 @@ from pydantic import ValidationError
 from rich.console import Console
 from rich.table import Table
 
-from triplesmith.errors import TriplesmithError
+from triplesmith.errors import TrainingError, TriplesmithError
 
 if TYPE_CHECKING:
     from triplesmith.training.manifest import AdapterManifest
 
 console = Console()
 err = Console(stderr=True)
+MODULE = "triplesmith.cli.app"  # what each launched process runs: `python -m MODULE train ...`
 
 
 class MethodChoice(StrEnum):
@@ -41,6 +49,7 @@ class AdapterDTypeChoice(StrEnum):
 
 
 def train(
+    ctx: typer.Context,
     base: str = typer.Option(
         "smollm2", "--base", help="Base model: smollm2, a local model directory, or a Hub id."
     ),
@@ -102,12 +111,34 @@ def train(
     resume: bool = typer.Option(
         False, "--resume", help="Continue from the last checkpoint in OUT/checkpoints."
     ),
+    num_processes: int = typer.Option(
+        1,
+        "--num-processes",
+        "--gpus",
+        min=1,
+        help="Train in N processes, one a GPU, started through `accelerate launch` (DDP: "
+        "--batch-size is per process); on a machine without GPUs, N CPU processes (gloo).",
+    ),
+    fsdp: bool = typer.Option(
+        False,
+        "--fsdp/--ddp",
+        help="With several processes: shard the base's weights over them (FSDP) instead of a "
+        "copy on each (DDP, the default), for a base that does not fit one GPU.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
     """Fine-tune a LoRA/QLoRA adapter with TRL's SFTTrainer; write OUT with manifest.json."""
     try:
-        from triplesmith.training.config import TrainConfig
+        from triplesmith.training.config import TrainConfig, world_size
         from triplesmith.training.sft import train as run_training
+
+        if "LOCAL_RANK" not in os.environ and num_processes > 1:
+            raise typer.Exit(launch(num_processes, ["-m", MODULE, *_command_line(ctx)]))
+        if "LOCAL_RANK" in os.environ and num_processes > 1 and num_processes != world_size():
+            raise TrainingError(
+                f"--num-processes {num_processes} under a launcher that started {world_size()} "
+                "processes; give the number to one of them only"
+            )
 
         config = TrainConfig.from_preset(
             preset.value,
@@ -125,6 +156,7 @@ def train(
             kernels=kernels,
             attention=attention,
             adapter_dtype=adapter_dtype.value if adapter_dtype else None,
+            distributed="fsdp" if fsdp else "ddp",
             resume=resume,
         )
         result = run_training(config, console=err)
@@ -144,11 +176,14 @@ def train(
             "with --resume to continue from the last one"
         )
         raise typer.Exit(130) from None
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # the main process prints
     manifest = result.manifest
     if as_json:
         print(json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False))
         return
     table = Table(title=f"adapter {result.out}", show_header=False)
+    each = " per process" if manifest.hyperparameters.get("processes", 1) > 1 else ""
     table.add_column("field")
     table.add_column("value")
     loss = (
@@ -163,7 +198,10 @@ def train(
         ("loss", loss),
         ("tokens/s", f"{manifest.tokens_per_s:.1f}"),
         ("wall", f"{manifest.wall_s:.1f} s (training {manifest.train_wall_s:.1f} s)"),
-        ("peak memory", f"{manifest.peak_memory_bytes / 1024**3:.2f} GiB on {manifest.device}"),
+        (
+            "peak memory",
+            f"{manifest.peak_memory_bytes / 1024**3:.2f} GiB{each} on {manifest.device}",
+        ),
         ("adapter hash", manifest.adapter_hash),
     ]
     if manifest.resumed_from:
@@ -171,6 +209,73 @@ def train(
     for field, value in rows:
         table.add_row(field, value)
     console.print(table)
+
+
+def launch_arguments(processes: int, program: list[str], port: int) -> list[str]:
+    """`accelerate launch`'s arguments to run `program` (`-m MODULE ARGS...` or `SCRIPT ARGS...`)
+    in `processes` processes.
+
+    accelerate's multi-process launcher (torch elastic) starts them, on GPUs or, without any,
+    on the CPU (the training sets `use_cpu`, so accelerate joins them with gloo). Mixed precision
+    is the training plan's (bf16 on GPUs), not the launcher's.
+    """
+    return [
+        "--multi_gpu",
+        "--num_processes",
+        str(processes),
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+        *program,
+    ]
+
+
+def launch(processes: int, program: list[str]) -> int:
+    """Run `program` (see `launch_arguments`) in `processes` processes through accelerate's
+    launcher; the exit status of the first that failed, else 0."""
+    import torch
+    from accelerate.commands.launch import launch_command, launch_command_parser
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+
+    gpus = torch.cuda.device_count()
+    if 0 < gpus < processes:
+        raise TrainingError(
+            f"--num-processes {processes}: only {gpus} GPU(s) visible here (CUDA_VISIBLE_DEVICES); "
+            f"use --num-processes {gpus} or fewer"
+        )
+    with socket.socket() as probe:  # a free port, so that two runs on one host do not meet
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    args = launch_command_parser().parse_args(launch_arguments(processes, program, port))
+    try:
+        launch_command(args)
+    except ChildFailedError as exc:
+        codes = [failure.exitcode for failure in exc.failures.values()]
+        return next((code for code in codes if code > 0), 1)
+    return 0
+
+
+def _command_line(ctx: typer.Context) -> list[str]:
+    """This `triplesmith train` invocation's arguments, less --num-processes: what each launched
+    process runs."""
+    words = ["-v"] * int((ctx.parent.params if ctx.parent else {}).get("verbose") or 0)
+    words.append(ctx.info_name or "train")
+    for param in ctx.command.params:
+        name = param.name or ""
+        source = ctx.get_parameter_source(name)
+        if name == "num_processes" or getattr(source, "name", None) != "COMMANDLINE":
+            continue
+        value = ctx.params[name]
+        if getattr(param, "is_flag", False):
+            words += [param.opts[0]] if value else list(getattr(param, "secondary_opts", []))[:1]
+        else:
+            words += [param.opts[0], str(getattr(value, "value", value))]
+    return words
 
 
 def _levers(manifest: "AdapterManifest") -> str:
