@@ -5,7 +5,9 @@ transformers (chains/engines/hf.py) on every machine. Chosen by measurement
 (benchmarks/RESULTS.md, "Engines side by side"): on a 2-core CPU onnxruntime-genai
 (chains/engines/onnx.py, the `onnx` extra) answers one sentence faster and in less memory, but
 its constrained prompts run one at a time, so batches are slower than the transformers
-engine's, and it has no loop rules; on a GPU transformers is the engine.
+engine's, and it has no loop rules; on a GPU transformers is the engine. With more than one GPU
+visible, the transformers engine is one replica per GPU sharing each batch
+(chains/engines/replicas.py).
 """
 
 import os
@@ -19,6 +21,7 @@ from triplesmith.chains.engines.base import (
     GenerationOptions,
 )
 from triplesmith.chains.engines.hf import HFEngine
+from triplesmith.chains.engines.replicas import ReplicaEngine, replicate, visible_gpus
 from triplesmith.errors import ChainError, ModelError
 
 KINDS = ("hf", "onnx")
@@ -45,7 +48,8 @@ def get_engine(
     model: str = "smollm2", adapter: str | None = None, kind: str | None = None
 ) -> Engine:
     """The process-wide engine of the chosen kind for (model, adapter), loaded on first use
-    and shared by every chain on it (a chain's options travel with each call)."""
+    and shared by every chain on it (a chain's options travel with each call); a transformers
+    engine is replicated on every visible GPU when there are several."""
     kind = engine_kind(kind)
     key = (kind, model, str(Path(adapter).resolve()) if adapter else None)
     with _LOCK:
@@ -56,15 +60,22 @@ def get_engine(
 
                     _ENGINES[key] = OnnxEngine(model, adapter=key[2])
                 else:
-                    _ENGINES[key] = HFEngine(model, adapter=key[2])
+                    devices = visible_gpus()
+                    if len(devices) > 1:
+                        _ENGINES[key] = replicate(lambda: HFEngine(model, key[2]), devices)
+                    else:
+                        _ENGINES[key] = HFEngine(model, adapter=key[2])
             except ModelError as exc:
                 raise ChainError(str(exc)) from exc
         return _ENGINES[key]
 
 
 def get_hf_engine(model: str = "smollm2", adapter: str | None = None) -> HFEngine:
-    """The process-wide transformers engine for (model, adapter)."""
+    """The process-wide transformers engine for (model, adapter) (the first replica's when
+    several GPUs share the work)."""
     engine = get_engine(model, adapter, kind="hf")
+    if isinstance(engine, ReplicaEngine):
+        engine = engine.replicas[0]
     assert isinstance(engine, HFEngine)
     return engine
 
@@ -76,6 +87,7 @@ __all__ = [
     "Generation",
     "GenerationOptions",
     "HFEngine",
+    "ReplicaEngine",
     "engine_kind",
     "get_engine",
     "get_hf_engine",
