@@ -135,3 +135,42 @@ def test_curated_failures_go_to_a_langsmith_dataset_with_a_key(
     pushed = fake.requests_to("POST /examples/bulk")[-1].json
     assert [e["metadata"]["triplesmith_id"] for e in pushed] == [e.id for e in curated]
     assert pushed[0]["metadata"]["curated"]["chain"] == "few-shot:ls-fake"
+
+
+def test_a_dataset_made_outside_triplesmith_is_never_pushed_twice(
+    fake: FakeLangSmith, tmp_path: Path
+) -> None:
+    from langsmith import Client
+
+    from triplesmith.data.langsmith_datasets import read_langsmith_dataset
+
+    # Someone's own dataset: LangSmith ids only, no triplesmith metadata.
+    client = Client()
+    dataset = client.create_dataset(dataset_name="their-triples")
+    client.create_examples(
+        dataset_id=dataset.id,
+        examples=[
+            {
+                "inputs": {"sentence": e.sentence},
+                "outputs": {"triples": [t.model_dump() for t in e.triples]},
+            }
+            for e in EXAMPLES
+        ],
+    )
+    pulled = load_dataset("langsmith:their-triples")
+    assert [e.id for e in pulled] == list(fake.examples)  # LangSmith's ids
+    register_chat_model("ls-pulled", FakeListChatModel(responses=[ANSWER]))
+    for _ in range(2):  # a run, then a rerun: nothing pushed either time
+        result = run_experiment(
+            "few-shot:ls-pulled", "langsmith:their-triples", EVALUATORS, store=tmp_path / "s.db"
+        )
+        assert result.complete and len(result.rows) == len(EXAMPLES)
+    assert fake.datasets[str(dataset.id)]["example_count"] == len(EXAMPLES)
+    assert len(fake.requests_to("POST /examples/bulk")) == 1  # only the owner's own push
+    (session,) = fake.requests_to("POST /sessions")
+    assert session.json["reference_dataset_id"] == str(dataset.id)
+
+    # A version or tag and a split are passed on to LangSmith.
+    read_langsmith_dataset("their-triples@prod:test", client)
+    query = fake.requests_to("GET /examples")[-1].query
+    assert query["as_of"] == ["prod"] and query["splits"] == ["test"]

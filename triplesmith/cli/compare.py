@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
             "sample:test",
             "--dataset",
             "-d",
-            help="sample[:test], a .jsonl file, a folder, or langsmith:NAME.",
+            help="sample[:test], a .jsonl file, a folder, or langsmith:NAME[@TAG][:SPLIT].",
         ),
         evaluators: str = typer.Option(
             ",".join(DEFAULT_EVALUATORS),

@@ -21,18 +21,40 @@ def langsmith_client(client: Any = None) -> Any:
     return Client()
 
 
+def parse_langsmith_name(text: str) -> tuple[str, str | None, str | None]:
+    """`NAME[@VERSION_OR_TAG][:SPLIT]` as (name, as_of, split)."""
+    rest, _, split = text.partition(":")
+    name, _, as_of = rest.partition("@")
+    if not name:
+        raise DatasetError(f"langsmith:{text}: expected langsmith:NAME[@VERSION_OR_TAG][:SPLIT]")
+    return name, as_of or None, split or None
+
+
+def example_key(row: Any) -> str:
+    """The id an example pulled from LangSmith has here: the triplesmith id it was pushed with,
+    else LangSmith's own id (a dataset made outside triplesmith), so pushing it back finds it."""
+    return str((row.metadata or {}).get("triplesmith_id") or row.id)
+
+
 def read_langsmith_dataset(name: str, client: Any = None) -> list[Example]:
-    """Examples of a LangSmith dataset whose inputs hold `sentence` and outputs `triples`."""
+    """Examples of a LangSmith dataset whose inputs hold `sentence` and outputs `triples`;
+    `name` may pin a version or tag and a split: `NAME@v2:test`, `NAME@prod`, `NAME:train`."""
     client = langsmith_client(client)
+    dataset, as_of, split = parse_langsmith_name(name)
+    options: dict[str, Any] = {}
+    if as_of:
+        options["as_of"] = as_of
+    if split:
+        options["splits"] = [split]
     examples = []
-    for row in client.list_examples(dataset_name=name):
+    for row in client.list_examples(dataset_name=dataset, **options):
         sentence = (row.inputs or {}).get("sentence")
         triples = (row.outputs or {}).get("triples", [])
         if not sentence:
             raise DatasetError(f"langsmith:{name}: example {row.id} has no inputs.sentence")
         examples.append(
             Example(
-                id=str((row.metadata or {}).get("triplesmith_id", row.id)),
+                id=example_key(row),
                 sentence=sentence,
                 triples=[Triple.model_validate(t) for t in triples],
                 source=f"langsmith:{name}",
@@ -47,15 +69,14 @@ def push_dataset(
 ) -> str:
     """Create (or extend) a LangSmith dataset with these examples; returns the dataset id.
 
-    Examples are keyed by their triplesmith id in metadata so re-pushing adds only new ones.
+    Examples are keyed by their triplesmith id in metadata (LangSmith's own id for examples
+    made outside triplesmith), so pushing again, or pushing back a pulled dataset, adds only the
+    examples not there yet.
     """
     client = langsmith_client(client)
     if client.has_dataset(dataset_name=name):
         dataset = client.read_dataset(dataset_name=name)
-        present = {
-            (e.metadata or {}).get("triplesmith_id")
-            for e in client.list_examples(dataset_id=dataset.id)
-        }
+        present = {example_key(e) for e in client.list_examples(dataset_id=dataset.id)}
     else:
         dataset = client.create_dataset(dataset_name=name, description=description)
         present = set()

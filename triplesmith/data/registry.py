@@ -39,7 +39,8 @@ def load_dataset(name: str | Path, split: str | None = None) -> list[Example]:
       seeded split (20 test sentences), or pass `split=`.
     - a `.jsonl` file in the shared format.
     - a folder written by `triplesmith data prepare` (`split` = "train" or "test", default test).
-    - `langsmith:NAME`: a LangSmith dataset (needs `LANGSMITH_API_KEY`).
+    - `langsmith:NAME[@VERSION_OR_TAG][:SPLIT]`: a LangSmith dataset, optionally as of a version
+      or tag and one split (needs `LANGSMITH_API_KEY`).
     """
     text = str(name)
     if text.startswith("langsmith:"):

@@ -26,6 +26,7 @@ from langsmith import Client, evaluate, schemas
 
 from triplesmith.chains.base import ExtractionChain
 from triplesmith.data.fingerprint import dataset_fingerprint
+from triplesmith.data.langsmith_datasets import example_key
 from triplesmith.errors import ExperimentError
 from triplesmith.evaluators.base import Evaluator, Feedback
 from triplesmith.evaluators.langsmith_adapter import (
@@ -94,10 +95,7 @@ def _pushed_examples(
     from triplesmith.data.langsmith_datasets import push_dataset
 
     dataset_id = push_dataset(list(examples), name, "triplesmith experiment dataset", client)
-    by_id = {
-        str((row.metadata or {}).get("triplesmith_id")): row
-        for row in client.list_examples(dataset_id=dataset_id)
-    }
+    by_id = {example_key(row): row for row in client.list_examples(dataset_id=dataset_id)}
     missing = [e.id for e in examples if e.id not in by_id]
     if missing:
         raise ExperimentError(f"LangSmith dataset {name!r} lacks examples {missing[:5]} after push")
@@ -126,7 +124,7 @@ def _stored_row(
 ) -> tuple[StoredExample, dict[str, list[Feedback]]]:
     """One streamed row as a stored answer, and its scores by evaluator identity."""
     run, ls_example = row["run"], row["example"]
-    example = examples[str((ls_example.metadata or {}).get("triplesmith_id"))]
+    example = examples[example_key(ls_example)]
     if run is None:
         outputs: dict[str, Any] = {"triples": [], "error": "the target recorded no run"}
     else:
@@ -188,11 +186,15 @@ def _target(
     offline = not config.upload
     # The graph extracts, parses, triages and repairs; the run's evaluators score, once.
     context = {"chains": [spec], "max_repairs": config.max_repairs, "score": False}
+    # A dataset made outside triplesmith has no triplesmith ids in its metadata: its examples
+    # are found by sentence (the target sees inputs and metadata, not the example's id).
+    by_sentence = {e.sentence: e for e in examples.values()}
 
     def extract(inputs: dict, metadata: dict) -> dict:
         if stop.is_set():  # interrupted: return at once; the store never sees this row
             return {"triples": [], "error": "the run was interrupted before this example"}
-        example = examples[str(metadata["triplesmith_id"])]
+        known = (metadata or {}).get("triplesmith_id")
+        example = examples[str(known)] if known is not None else by_sentence[inputs["sentence"]]
         with no_tracing(offline):
             if graph is None:
                 return chain.invoke({"sentence": example.sentence}).to_output()
@@ -320,7 +322,9 @@ def run_experiment(
 
 def _dataset_name(label: str, fingerprint: str) -> str:
     if label.startswith("langsmith:"):
-        return label.split(":", 1)[1]
+        from triplesmith.data.langsmith_datasets import parse_langsmith_name
+
+        return parse_langsmith_name(label.split(":", 1)[1])[0]
     return f"triplesmith-{slug(Path(label).name if '/' in label else label)}-{fingerprint[:8]}"
 
 
