@@ -150,3 +150,25 @@ def test_the_rescore_command_scores_stored_answers_and_generates_nothing(tmp_pat
     assert rescore(key, "triple-f1,format,carb", store=store).rescored == 0  # nothing left
     missing = CliRunner().invoke(app, [*args, "-x", "no-such-key"])
     assert missing.exit_code != 0 and "no experiment 'no-such-key'" in str(missing.exception)
+
+
+def test_seconds_per_sentence_count_a_batch_once_and_skip_pauses() -> None:
+    from datetime import UTC, datetime, timedelta
+
+    from triplesmith.experiments.compare import busy_seconds
+    from triplesmith.experiments.store import StoredExample
+
+    t0 = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def answered(at: float, latency: float) -> StoredExample:
+        finished = (t0 + timedelta(seconds=at)).isoformat()
+        return StoredExample(
+            experiment="x", example_id=f"{at}", example=DATA[0], outputs={},
+            latency_s=latency, finished=finished,
+        )  # fmt: skip
+
+    # Twenty sentences answered together in one 71 s batch: 71 s, 3.55 s a sentence, not 71.
+    batch = [answered(71.0, 71.0) for _ in range(20)]
+    assert busy_seconds(batch) == 71.0
+    # A resumed run an hour later adds its own 10 s, not the hour between.
+    assert busy_seconds([*batch, answered(3671.0, 10.0)]) == 81.0

@@ -21,7 +21,7 @@ COLUMNS = [  # (metric, header, has a CI)
     ("benchie_f1", "BenchIE F1", False),
     ("format", "format valid", True),
     ("tag:format_error", "format_error", False),
-    ("latency_s", "s / sentence", False),
+    ("s_per_sentence", "s / sentence (wall)", False),
 ]
 
 
@@ -57,7 +57,7 @@ def results_table(comparison) -> Table:  # noqa: ANN001 - a ComparisonResult
             elif metric.startswith("tag:"):
                 cells.append(f"{value:.0%}")
             else:
-                cells.append(f"{value:.3f}" if metric != "latency_s" else f"{value:.1f}")
+                cells.append(f"{value:.3f}" if metric != "s_per_sentence" else f"{value:.2f}")
         table.add_row(chain_label(str(spec)), str(int(row["n"])), *cells)
     return table
 

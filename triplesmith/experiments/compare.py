@@ -9,6 +9,7 @@ the first, and the judge's rank correlation with the exact scorers when both ran
 import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -32,7 +33,7 @@ from triplesmith.experiments.langsmith_setup import (
 )
 from triplesmith.experiments.result import ExperimentResult
 from triplesmith.experiments.runner import run_experiment
-from triplesmith.experiments.store import ExperimentStore
+from triplesmith.experiments.store import ExperimentStore, StoredExample
 from triplesmith.run_config import RunConfig
 
 # OpenAI list prices in USD per million tokens (input, output), as published in 2025; a
@@ -89,7 +90,9 @@ class ComparisonResult:
         model call failed (not scored: every metric is over the other n - errors); for each
         per-example metric its mean and bootstrap 95 % interval (`M`, `M_low`, `M_high`); the
         corpus-level figures (`carb_auc`, `carb_f1`, `benchie_f1`, `triple_micro_f1`, ...);
-        `tag:NAME` rates; `latency_s`, `tokens_in`, `tokens_out` (means per example) and
+        `tag:NAME` rates; `latency_s` (mean seconds from an example's start to its answer: in a
+        batch, the batch's time), `s_per_sentence` (the wall time spent answering, batches
+        counted once, over the examples), `tokens_in`, `tokens_out` (means per example) and
         `cost_usd` (the run's total, NaN when the price is unknown).
     per_example: long form, one row per (chain, example, feedback key): `score`, `error`.
     examples: one row per (chain, example): sentence, raw output, triples, tags with evidence.
@@ -172,6 +175,7 @@ def _row(
         )
     latencies = [r.latency_s for r in rows if r.latency_s is not None]
     row["latency_s"] = sum(latencies) / len(latencies) if latencies else math.nan
+    row["s_per_sentence"] = busy_seconds(rows) / len(rows) if rows else math.nan
     row["tokens_in"] = sum(r.tokens_in for r in rows) / len(rows) if rows else math.nan
     row["tokens_out"] = sum(r.tokens_out for r in rows) / len(rows) if rows else math.nan
     price = price_of(experiment.record.metadata, prices)
@@ -181,6 +185,24 @@ def _row(
         else math.nan
     )
     return row
+
+
+def busy_seconds(rows: Sequence[StoredExample]) -> float:
+    """The wall time the chain spent answering these rows: the union of each row's interval
+    (its answer's time back from when it finished), so sentences answered together in one batch
+    count once, and the pauses between resumed runs not at all."""
+    spans = sorted(
+        (end - row.latency_s, end)
+        for row in rows
+        if row.latency_s is not None
+        for end in [datetime.fromisoformat(row.finished).timestamp()]
+    )
+    total, reach = 0.0, -math.inf
+    for start, end in spans:
+        if end > reach:
+            total += end - max(start, reach)
+            reach = end
+    return total
 
 
 def _ordered_keys(experiments: Sequence[ExperimentResult], summary: bool) -> list[str]:
