@@ -52,6 +52,8 @@ class StudyConfig(BaseModel):
     # the chains
     k: int | None = Field(None, ge=0, le=64)  # few-shot examples; default: settings.few_shot_k
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
+    # training seeds: one adapter each (data and split fixed); the verdict uses their mean
+    seeds: int = Field(1, ge=1, le=10)
     openai_model: str = "gpt-4o-mini"
     openai_ft_model: str | None = None
     # the evaluation: evaluators, concurrency, repairs, limit, judge
@@ -85,6 +87,7 @@ class StudyConfig(BaseModel):
                 "learning_rate": 1e-3,
                 "batch_size": 16,
                 "max_seq_len": 1024,  # the longest CaRB train example is 987 tokens
+                "seeds": 3,  # one seed moves CaRB AUC by about 0.01: the verdict uses the mean
                 "run": {"evaluators": [*STUDY_EVALUATORS, "benchie"], "max_concurrency": 64},
             },
         }
@@ -204,10 +207,28 @@ def _prepare(config: StudyConfig, data_dir: Path) -> dict[str, int]:
     return dict(split_manifest.counts)
 
 
+def adapter_dirs(config: StudyConfig) -> dict[int, Path]:
+    """Each training seed's adapter folder: `OUT/adapter` for seed 0, `OUT/adapter-seedN`."""
+    return {
+        seed: config.out / ("adapter" if seed == 0 else f"adapter-seed{seed}")
+        for seed in range(config.seeds)
+    }
+
+
+def _train_stage(seed: int) -> str:
+    return "train" if seed == 0 else f"train-seed{seed}"
+
+
 def _train(
-    config: StudyConfig, data_dir: Path, adapter_dir: Path, stages: Stages, console: Console
+    config: StudyConfig,
+    data_dir: Path,
+    adapter_dir: Path,
+    stages: Stages,
+    console: Console,
+    seed: int = 0,
 ) -> bool:
-    """Train the adapter, or reuse the one whose inputs match. Returns True when reused."""
+    """Train the adapter with this training seed (the data and split stay fixed), or reuse the
+    one whose inputs match. Returns True when reused."""
     from triplesmith.training.config import TrainConfig
     from triplesmith.training.sft import train
 
@@ -224,11 +245,13 @@ def _train(
         learning_rate=config.learning_rate,
         max_seq_len=config.max_seq_len,
         group_by_length=config.group_by_length,
+        seed=seed,
     )
+    stage = _train_stage(seed)
     fingerprint = _digest(
         config.base, train_config.hyperparameters(), _file_digest(data_dir / "train.jsonl")
     )
-    if stages.finished("train", fingerprint) and (adapter_dir / "manifest.json").is_file():
+    if stages.finished(stage, fingerprint) and (adapter_dir / "manifest.json").is_file():
         console.print(f"[green]train:[/] reused the adapter in {adapter_dir} (its inputs match)")
         return True
     checkpoints = adapter_dir / "checkpoints"
@@ -242,8 +265,9 @@ def _train(
     result = train(train_config.model_copy(update={"resume": resume}), console=console)
     manifest = result.manifest
     stages.record(
-        "train",
+        stage,
         fingerprint,
+        seed=seed,
         method=manifest.method,
         method_reason=manifest.method_reason,
         steps=manifest.steps,
@@ -258,17 +282,22 @@ def _train(
 BASELINE, FINE_TUNED = "few-shot", "fine-tuned"
 
 
-def study_chains(config: StudyConfig, data_dir: Path, adapter_dir: Path) -> dict[str, str]:
+def fine_tuned_role(seed: int) -> str:
+    return FINE_TUNED if seed == 0 else f"{FINE_TUNED} seed {seed}"
+
+
+def study_chains(config: StudyConfig, data_dir: Path) -> dict[str, str]:
     """The chains compared, by role: the zero-shot base, the few-shot base (the baseline), the
-    fine-tuned model; OpenAI few-shot and fine-tuned chains with a key."""
+    fine-tuned model (one per training seed); OpenAI few-shot and fine-tuned chains with a key."""
     budget = f"+max_new_tokens={config.max_new_tokens}" if config.max_new_tokens else ""
     k = config.k if config.k is not None else get_settings().few_shot_k
     shots = f"+k={k}+shots={data_dir / 'train.jsonl'}"
     chains = {
         "zero-shot": f"zero-shot:{config.base}{budget}",
         BASELINE: f"few-shot:{config.base}{shots}{budget}",
-        FINE_TUNED: f"hf:{config.base}+adapter={adapter_dir}{budget}",
     }
+    for seed, adapter_dir in adapter_dirs(config).items():
+        chains[fine_tuned_role(seed)] = f"hf:{config.base}+adapter={adapter_dir}{budget}"
     if get_settings().openai_api_key is not None:
         chains["openai few-shot"] = f"few-shot:openai:{config.openai_model}{shots}"
         if config.openai_ft_model:
@@ -286,7 +315,7 @@ def run_study(
     # Every chain spec the study will run parses (ranges, options) before any stage starts.
     from triplesmith.chains.spec import parse_spec
 
-    for spec in study_chains(config, config.out / "data", config.out / "adapter").values():
+    for spec in study_chains(config, config.out / "data").values():
         parse_spec(spec)
     from triplesmith.experiments.langsmith_setup import (
         check_reachable,
@@ -323,7 +352,7 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
 
     out = config.out
     stages = Stages(out)
-    data_dir, adapter_dir, report_dir = out / "data", out / "adapter", out / "report"
+    data_dir, report_dir = out / "data", out / "report"
     reused: list[str] = []
 
     # 1. data
@@ -338,12 +367,14 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
         console.print(f"[bold]prepare:[/] wrote the split to {data_dir}: {counts}")
 
     # 2. adapter
-    console.print("[bold]train:[/] fine-tuning the adapter on the train split")
-    if _train(config, data_dir, adapter_dir, stages, console):
-        reused.append("train")
+    for seed, adapter_dir in adapter_dirs(config).items():
+        which = f" (training seed {seed} of {config.seeds})" if config.seeds > 1 else ""
+        console.print(f"[bold]train:[/] fine-tuning the adapter on the train split{which}")
+        if _train(config, data_dir, adapter_dir, stages, console, seed):
+            reused.append(_train_stage(seed))
 
     # 3. evaluation, resumable per example
-    chains = study_chains(config, data_dir, adapter_dir)
+    chains = study_chains(config, data_dir)
     store = out / "experiments.sqlite"
     console.print(
         f"[bold]evaluate:[/] {len(chains)} chains on {data_dir / 'test.jsonl'} (store: {store})"
@@ -371,13 +402,17 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
             store=store,
             baseline=chains[BASELINE],  # the study asks whether fine-tuning beats prompting
         )
-    for role, experiment in zip(chains, comparison.experiments, strict=True):
+    experiments = dict(zip(chains, comparison.experiments, strict=True))  # role -> experiment
+    for role, experiment in experiments.items():
         if experiment.skipped:
             console.print(
                 f"[green]evaluate:[/] {role}: {experiment.skipped} answers reused from the store"
                 + (f", {experiment.rescored} scored again" if experiment.rescored else "")
             )
     labels = dict(zip(chains, comparison.chains, strict=True))  # role -> the comparison's label
+    answer = FINE_TUNED  # the role the verdict judges: the fine-tuned chain, or its seeds' mean
+    if config.seeds > 1:
+        comparison, answer = _with_mean_of_seeds(comparison, config.seeds, labels)
 
     # 4. report and curated set
     wall = time.perf_counter() - started
@@ -385,7 +420,7 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
     verdict = verdict_lines(
         comparison,
         few_shot=labels[BASELINE],
-        fine_tuned=labels[FINE_TUNED],
+        fine_tuned=labels[answer],
         whole_carb_test=config.preset == "carb" and config.run.limit is None,
     )
     _prepend_study_header(
@@ -399,11 +434,11 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
     # Every chain's answers in CaRB's tabbed format: re-scorable with CaRB's own scorer.
     from triplesmith.experiments.predictions import write_carb_predictions
 
-    for role, experiment in zip(chains, comparison.experiments, strict=True):
+    for role, experiment in experiments.items():
         write_carb_predictions(
             experiment, report_dir / "predictions" / f"{role.replace(' ', '-')}.tsv"
         )
-    fine_tuned = comparison.experiments[list(chains).index(FINE_TUNED)]
+    fine_tuned = experiments[FINE_TUNED]
     curated_path = report_dir / "curated.jsonl"
     curated = curate(
         fine_tuned, metric="triple_f1", below=config.curate_below, out=curated_path, store=store
@@ -420,6 +455,24 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
         reused=reused,
         wall_s=time.perf_counter() - started,
     )
+
+
+def _with_mean_of_seeds(comparison: Any, seeds: int, labels: dict[str, str]) -> tuple[Any, str]:
+    """The comparison with one more chain, the fine-tuned seeds' mean (per example and corpus,
+    with the spread across seeds in `_sd` columns); `labels` gains its role. Returns the new
+    comparison and that role."""
+    from triplesmith.experiments.compare import build_comparison
+    from triplesmith.experiments.seeds import add_spread, mean_of_seeds
+
+    roles = [fine_tuned_role(seed) for seed in range(seeds)]
+    by_label = dict(zip(comparison.chains, comparison.experiments, strict=True))
+    role = f"{FINE_TUNED} (mean of {seeds} seeds)"
+    mean = mean_of_seeds([by_label[labels[r]] for r in roles], role)
+    baseline = comparison.chains.index(comparison.baseline)
+    extended = build_comparison([*comparison.experiments, mean], comparison.dataset, None, baseline)
+    labels[role] = extended.chains[-1]
+    add_spread(extended, labels[role], [labels[r] for r in roles])
+    return extended, role
 
 
 def machine() -> str:

@@ -79,6 +79,11 @@ def register(app: typer.Typer) -> None:
         max_seq_len: int | None = typer.Option(None, help="Longest training example in tokens."),
         limit: int | None = typer.Option(None, help="Evaluate on the first N test sentences only."),
         k: int | None = typer.Option(None, help="Few-shot examples."),
+        seeds: int | None = typer.Option(
+            None,
+            help="Training seeds: one adapter each, same data and split; the verdict uses "
+            "their mean (demo 1, carb 3).",
+        ),
         max_new_tokens: int | None = typer.Option(None, help="Token budget of every local chain."),
         concurrency: int | None = typer.Option(
             None, help="Sentences in flight (local chains batch them); demo 32, carb 64."
@@ -126,6 +131,7 @@ def register(app: typer.Typer) -> None:
             max_seq_len=max_seq_len,
             limit=limit,
             k=k,
+            seeds=seeds,
             max_new_tokens=max_new_tokens,
             max_concurrency=concurrency,
             max_repairs=max_repairs,
