@@ -6,10 +6,12 @@ of at least the threshold (`Settings.triple_match_threshold`, 0–100) with the 
 the exact variant asks for identical normalised fields. Matching is one-to-one: the most pairs
 possible, ties broken by the highest total similarity.
 
-Empty sides follow vacuous truth: with no predictions precision is 1.0, with no gold recall is
-1.0, so both empty scores 1.0 everywhere, and a non-empty side against an empty one scores
-F1 0.0. A failed run (the model call raised) is not an empty answer: it is never scored
-(`read_prediction` refuses it, and the harness skips it).
+Precision over an answer with no triples is undefined: such an example gets no precision
+feedback, so a chain's mean precision is over the answers that had triples (an empty answer
+counted as precise would make a chain that answers nothing look precise). With no gold, recall is
+1.0. F1 is 1.0 when both sides are empty and 0.0 when exactly one is. A failed run (the model
+call raised) is not an empty answer: it is never scored (`read_prediction` refuses it, and the
+harness skips it).
 """
 
 from collections.abc import Sequence
@@ -30,9 +32,10 @@ EXACT = 100.0
 
 
 class TripleScores(BaseModel):
-    """Precision, recall and F1 with the counts they come from."""
+    """Precision, recall and F1 with the counts they come from; `precision` is None when
+    nothing was predicted."""
 
-    precision: float
+    precision: float | None
     recall: float
     f1: float
     matched: int
@@ -74,9 +77,12 @@ def match_triples(
 
 def scores_from_counts(matched: int, predicted: int, gold: int) -> TripleScores:
     """Precision, recall and F1 under the empty-side conventions of this module."""
-    precision = matched / predicted if predicted else 1.0
+    precision = matched / predicted if predicted else None
     recall = matched / gold if gold else 1.0
-    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    if precision is None:
+        f1 = 0.0 if gold else 1.0
+    else:
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return TripleScores(
         precision=precision, recall=recall, f1=f1, matched=matched, predicted=predicted, gold=gold
     )
@@ -103,6 +109,9 @@ class TripleF1Evaluator(Evaluator):
         if not 0 <= threshold <= EXACT:
             raise EvaluatorError(f"triple match threshold must be within 0–100, got {threshold}")
         self.threshold = float(threshold)
+        # Part of `identity`: answers scored when an empty answer's precision counted as 1.0
+        # are scored again under this rule, not reused from a store.
+        self.empty_precision = "undefined"
         self.name = "triple-f1-exact" if exact else "triple-f1"
         prefix = "triple_exact" if exact else "triple"
         self.keys = tuple(f"{prefix}_{m}" for m in ("precision", "recall", "f1"))
@@ -112,13 +121,7 @@ class TripleF1Evaluator(Evaluator):
         return triple_scores(read_prediction(outputs).triples, example.triples, self.threshold)
 
     def evaluate(self, outputs: RunOutputs, example: Example) -> list[Feedback]:
-        s = self._scores(outputs, example)
-        comment = f"{s.matched} matched of {s.predicted} predicted, {s.gold} gold"
-        values = (s.precision, s.recall, s.f1)
-        return [
-            Feedback(key=key, score=value, comment=comment)
-            for key, value in zip(self.keys, values, strict=True)
-        ]
+        return _feedback(self.keys, self._scores(outputs, example))
 
     def summarise(
         self, outputs_list: Sequence[RunOutputs], examples: Sequence[Example]
@@ -129,9 +132,16 @@ class TripleF1Evaluator(Evaluator):
             sum(x.predicted for x in per_example),
             sum(x.gold for x in per_example),
         )
-        comment = f"{s.matched} matched of {s.predicted} predicted, {s.gold} gold"
-        values = (s.precision, s.recall, s.f1)
-        return [
-            Feedback(key=key, score=value, comment=comment)
-            for key, value in zip(self.summary_keys, values, strict=True)
-        ]
+        return _feedback(self.summary_keys, s)
+
+
+def _feedback(keys: Sequence[str], s: TripleScores) -> list[Feedback]:
+    """Feedback for (precision, recall, F1) keys; no precision feedback when it is undefined
+    (left out, not an error: nothing was predicted, so there is nothing to be precise about)."""
+    comment = f"{s.matched} matched of {s.predicted} predicted, {s.gold} gold"
+    values = (s.precision, s.recall, s.f1)
+    return [
+        Feedback(key=key, score=value, comment=comment)
+        for key, value in zip(keys, values, strict=True)
+        if value is not None
+    ]

@@ -1,7 +1,7 @@
 import random
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from triplesmith.chains.extraction import Extraction
@@ -62,9 +62,9 @@ def test_matching_finds_the_most_pairs_where_greedy_would_not():
     assert triple_scores(predicted, gold, threshold=85).f1 == 1.0
 
 
-def test_empty_gold_and_empty_prediction_score_one():
+def test_empty_prediction_against_empty_gold_has_no_precision_and_f1_one():
     scores = triple_scores([], [], threshold=85)
-    assert (scores.precision, scores.recall, scores.f1) == (1.0, 1.0, 1.0)
+    assert (scores.precision, scores.recall, scores.f1) == (None, 1.0, 1.0)
 
 
 def test_predictions_against_empty_gold_score_zero_precision():
@@ -72,9 +72,41 @@ def test_predictions_against_empty_gold_score_zero_precision():
     assert (scores.precision, scores.recall, scores.f1) == (0.0, 1.0, 0.0)
 
 
-def test_empty_prediction_against_gold_scores_zero_recall():
+def test_empty_prediction_has_undefined_precision_not_one():
     scores = triple_scores([], [OBAMA], threshold=85)
-    assert (scores.precision, scores.recall, scores.f1) == (1.0, 0.0, 0.0)
+    assert (scores.precision, scores.recall, scores.f1) == (None, 0.0, 0.0)
+
+
+def test_an_empty_answer_gets_no_precision_feedback_and_no_error():
+    feedback = TripleF1Evaluator(threshold=85).evaluate({"triples": []}, EXAMPLE)
+    assert {f.key: f.score for f in feedback} == {"triple_recall": 0.0, "triple_f1": 0.0}
+    assert all(f.error is None for f in feedback)
+
+
+def test_mean_precision_is_over_the_answers_that_had_triples():
+    """A chain that answers nothing for most sentences is not made precise by its silence."""
+    evaluator = TripleF1Evaluator(threshold=85)
+    answers = [[OBAMA.model_dump()], [], [], [t("Obama", "likes", "golf").model_dump()]]
+    precisions = [
+        f.score
+        for answer in answers
+        for f in evaluator.evaluate({"triples": answer}, EXAMPLE)
+        if f.key == "triple_precision"
+    ]
+    assert precisions == [1.0, 0.0]  # two answers with triples; the two empty ones left out
+
+
+def test_micro_precision_is_left_out_when_no_answer_had_triples():
+    feedback = TripleF1Evaluator(threshold=85).summarise([{"triples": []}], [EXAMPLE])
+    assert {f.key: f.score for f in feedback} == {
+        "triple_micro_recall": 0.0,
+        "triple_micro_f1": 0.0,
+    }
+
+
+def test_the_empty_answer_rule_is_part_of_the_identity():
+    """Stores key scores by identity: answers scored under the old rule (1.0) are re-scored."""
+    assert "empty_precision='undefined'" in TripleF1Evaluator(threshold=85).identity
 
 
 def test_threshold_defaults_to_the_setting():
@@ -146,7 +178,8 @@ TRIPLES = st.lists(st.builds(t, WORDS, WORDS, WORDS), max_size=6)
 @given(predicted=TRIPLES, gold=TRIPLES, threshold=st.sampled_from([0, 50, 85, 100]))
 def test_scores_are_bounded_and_matches_are_one_to_one(predicted, gold, threshold):
     scores = triple_scores(predicted, gold, threshold=threshold)
-    assert 0.0 <= scores.precision <= 1.0
+    assert (scores.precision is None) == (not predicted)
+    assert scores.precision is None or 0.0 <= scores.precision <= 1.0
     assert 0.0 <= scores.recall <= 1.0
     assert 0.0 <= scores.f1 <= 1.0
     pairs = match_triples(predicted, gold, threshold)
@@ -166,6 +199,7 @@ def test_scores_do_not_depend_on_order(predicted, gold, seed):
 @settings(deadline=None)
 @given(predicted=TRIPLES, gold=TRIPLES)
 def test_swapping_prediction_and_gold_swaps_precision_and_recall(predicted, gold):
+    assume(predicted and gold)  # an empty side is not symmetric: no precision, recall 1.0
     forward = triple_scores(predicted, gold, threshold=85)
     backward = triple_scores(gold, predicted, threshold=85)
     assert forward.matched == backward.matched
