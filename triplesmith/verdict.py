@@ -11,6 +11,7 @@ import math
 from typing import Any
 
 from triplesmith.experiments.compare import paired_tests
+from triplesmith.experiments.report import chain_names
 
 REFERENCE_GAIN = 0.29
 FORMAT_ERROR_TARGET = 0.02
@@ -54,7 +55,11 @@ def _p(value: float) -> str:
 def verdict_lines(
     comparison: Any, few_shot: str, fine_tuned: str, whole_carb_test: bool
 ) -> list[str]:
-    """Markdown: the fine-tuned chain against the few-shot one, and the targets, plainly."""
+    """Markdown: the fine-tuned chain against the few-shot one, and the targets, plainly.
+
+    Chains are named readably (`chain_names`), never by spec: a spec may hold the machine's
+    folders. Pass the lines joined by newlines to `write_report(..., verdict=...)`.
+    """
     table = comparison.table
     experiments = dict(zip(comparison.chains, comparison.experiments, strict=True))
     per_sentence_metrics = [k for k, _, paired in ROWS if paired and k in comparison.metrics]
@@ -64,12 +69,13 @@ def verdict_lines(
             experiments[few_shot], experiments[fine_tuned], per_sentence_metrics
         ).items()
     }
+    names = dict(zip(comparison.chains, chain_names(comparison), strict=True))
     lines = [
         "## Prompt or fine-tune? The fine-tuned chain against few-shot",
         "",
-        f"`{fine_tuned}` against `{few_shot}` on the same sentences: paired Wilcoxon signed-rank "
-        "test and bootstrap 95 % CI of the mean difference for per-sentence scores; corpus-level "
-        "figures have no CI.",
+        f"**{names[fine_tuned]}** against **{names[few_shot]}** on the same sentences: paired "
+        "Wilcoxon signed-rank test and bootstrap 95 % CI of the mean difference for per-sentence "
+        "scores; corpus-level figures have no CI.",
         "",
         "| metric | few-shot | fine-tuned | difference [95 % CI] | p | relative | n |",
         "|---|---:|---:|---|---:|---:|---:|",
