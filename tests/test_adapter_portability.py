@@ -19,12 +19,13 @@ from triplesmith.errors import ModelError
 from triplesmith.models import (
     EMBEDDED_MODELS,
     MARKER,
+    adapter_hash,
     convert_embedded,
     embedded_sha256,
     resolve_adapter,
     resolve_base,
 )
-from triplesmith.training.manifest import adapter_hash, name_base_portably, read_manifest
+from triplesmith.training.manifest import name_base_portably, read_manifest
 
 HUB_ID = EMBEDDED_MODELS["smollm2"]["hub_id"]
 COMMIT = "a" * 40

@@ -20,6 +20,7 @@ from triplesmith.chains.prompt import SYSTEM_PROMPT, answer_text, build_messages
 from triplesmith.cli.app import app
 from triplesmith.data.registry import load_dataset
 from triplesmith.errors import TrainingError
+from triplesmith.models import adapter_hash
 from triplesmith.training.config import (
     GIB,
     LoraSettings,
@@ -34,7 +35,7 @@ from triplesmith.training.config import (
     shape_of,
 )
 from triplesmith.training.format import build_dataset, llama2_prompt, load_training_examples
-from triplesmith.training.manifest import LossPoint, adapter_hash, loss_ends, read_manifest
+from triplesmith.training.manifest import LossPoint, loss_ends, read_manifest
 from triplesmith.training.sft import last_checkpoint, train
 
 # Llama-2-7B's shape, as in the measurements.

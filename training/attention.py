@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from triplesmith.errors import TrainingError
 
 if TYPE_CHECKING:
-    from triplesmith.training.config import Machine, ModelShape
+    from triplesmith.training.machine import Machine, ModelShape
 
 VARLEN = "triplesmith_varlen"
 # FlashAttention's kernels need an Ampere-or-newer GPU.

@@ -14,7 +14,8 @@ from triplesmith.data.jsonl import write_lines_atomic
 from triplesmith.errors import ModelError, TrainingError
 from triplesmith.models import ModelRef, cache_dir, model_hash
 from triplesmith.training.attention import VARLEN, register_varlen
-from triplesmith.training.config import Machine, Plan, local_rank
+from triplesmith.training.config import Plan
+from triplesmith.training.machine import Machine, local_rank
 
 log = logging.getLogger(__name__)
 

@@ -12,7 +12,6 @@ processes when they are sharded (FSDP).
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -26,6 +25,7 @@ from triplesmith.training.attention import (
     varlen_available,
 )
 from triplesmith.training.kernels import choose_kernels, liger_support
+from triplesmith.training.machine import Machine, ModelShape, local_rank, world_size
 
 log = logging.getLogger(__name__)
 
@@ -148,46 +148,6 @@ PRESETS: dict[str, dict[str, Any]] = {
         "double_quant": False,
     },
 }
-
-
-@dataclass(frozen=True)
-class Machine:
-    """The device this process trains on and the memory free there, and how many processes
-    train together (`accelerate launch`: one a device, each with its own `Machine`)."""
-
-    device: str  # "cpu" or "cuda"
-    name: str
-    free_bytes: int
-    bf16: bool  # whether bf16 compute is fast here
-    # What the speed levers can use here (probed on CUDA only): the installed liger-kernel and
-    # the model types it patches, whether torch has varlen_attn, the GPU's compute capability.
-    liger: str | None = None
-    liger_model_types: frozenset[str] = frozenset()
-    varlen: bool = False
-    capability: tuple[int, int] | None = None
-    processes: int = 1
-
-
-def local_rank() -> int:
-    """This process's device index under `accelerate launch`/torchrun (0 when run alone)."""
-    return int(os.environ.get("LOCAL_RANK", "0"))
-
-
-def world_size() -> int:
-    """How many processes train together (`WORLD_SIZE`, set by the launcher; 1 alone)."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-@dataclass(frozen=True)
-class ModelShape:
-    """What the memory estimates need to know about a causal LM, read from its config."""
-
-    params: int
-    layers: int
-    hidden: int
-    intermediate: int
-    supports_packing: bool
-    model_type: str = ""
 
 
 @dataclass(frozen=True)

@@ -27,13 +27,14 @@ from triplesmith.errors import ModelError
 from triplesmith.models import (
     EMBEDDED_MODELS,
     ModelRef,
+    adapter_hash,
     embedded_gguf,
     portable_name,
     resolve,
     resolve_adapter,
     resolve_base,
 )
-from triplesmith.training.manifest import MANIFEST_NAME, adapter_hash, read_manifest
+from triplesmith.training.manifest import MANIFEST_NAME, read_manifest
 
 EXPORT_RECORD = "triplesmith_export.json"
 DTYPES = ("auto", "float32", "bfloat16", "float16")

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 from triplesmith.errors import TrainingError
 
 if TYPE_CHECKING:
-    from triplesmith.training.config import Machine, ModelShape
+    from triplesmith.training.machine import Machine, ModelShape
 
 log = logging.getLogger(__name__)
 

@@ -13,7 +13,6 @@ adapter on any machine, and `triplesmith.models.resolve_base` finds the embedded
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import platform
@@ -164,24 +163,6 @@ def loss_ends(curve: Sequence[LossPoint]) -> tuple[float | None, float | None, i
     first = sum(point.loss for point in curve[:window]) / window
     last = sum(point.loss for point in curve[-window:]) / window
     return first, last, window
-
-
-def adapter_hash(adapter_dir: str | Path) -> str:
-    """A short sha256 over the adapter's `adapter_*` files (config and weights), names included."""
-    root = Path(adapter_dir)
-    files = sorted(file for file in root.glob("adapter_*") if file.is_file())
-    if not any(file.name == "adapter_config.json" for file in files):
-        raise TrainingError(
-            f"{root} is not a PEFT adapter directory (no adapter_config.json); give the --out "
-            "directory of `triplesmith train`"
-        )
-    digest = hashlib.sha256()
-    for file in files:
-        digest.update(file.name.encode())
-        with file.open("rb") as handle:
-            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()[:16]
 
 
 def dataset_hash(examples: Sequence[Example]) -> str:

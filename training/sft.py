@@ -33,7 +33,7 @@ from transformers import PrinterCallback, TrainerCallback
 
 from triplesmith.chains.prompt import PROMPT_ID
 from triplesmith.errors import ModelError, TrainingError
-from triplesmith.models import resolve
+from triplesmith.models import adapter_hash, resolve
 from triplesmith.training.base_model import (
     base_model_hash,
     check_bitsandbytes,
@@ -60,7 +60,6 @@ from triplesmith.training.kernels import liger_kernels
 from triplesmith.training.manifest import (
     AdapterManifest,
     LossPoint,
-    adapter_hash,
     dataset_hash,
     loss_ends,
     name_base_portably,

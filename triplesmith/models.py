@@ -236,6 +236,24 @@ def resolve(name_or_path: str) -> ModelRef:
     )
 
 
+def adapter_hash(adapter_dir: str | Path) -> str:
+    """A short sha256 over the adapter's `adapter_*` files (config and weights), names included."""
+    root = Path(adapter_dir)
+    files = sorted(file for file in root.glob("adapter_*") if file.is_file())
+    if not any(file.name == "adapter_config.json" for file in files):
+        raise ModelError(
+            f"{root} is not a PEFT adapter directory (no adapter_config.json); give the --out "
+            "directory of `triplesmith train`"
+        )
+    digest = hashlib.sha256()
+    for file in files:
+        digest.update(file.name.encode())
+        with file.open("rb") as handle:
+            for block in iter(lambda handle=handle: handle.read(1 << 20), b""):
+                digest.update(block)
+    return digest.hexdigest()[:16]
+
+
 def model_hash(ref: ModelRef) -> str:
     """A short content hash of a local model's weights and config, for manifests."""
     if not ref.local:

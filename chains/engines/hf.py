@@ -25,8 +25,7 @@ from triplesmith.chains.engines.base import (
 from triplesmith.chains.engines.grammar import GrammarProcessor, grammar_for
 from triplesmith.chains.repeat_guard import RepeatGuard
 from triplesmith.errors import ChainError
-from triplesmith.models import model_hash, resolve
-from triplesmith.training.manifest import adapter_hash
+from triplesmith.models import adapter_hash, model_hash, resolve
 
 log = logging.getLogger(__name__)
 

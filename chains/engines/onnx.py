@@ -41,8 +41,7 @@ from triplesmith.chains.engines.base import (
 from triplesmith.chains.engines.grammar import _COMPACT, RESERVE, TRIPLES_SCHEMA_TEXT
 from triplesmith.chains.repeat_guard import open_brackets
 from triplesmith.errors import ChainError, ModelError
-from triplesmith.models import ModelRef, cache_dir, model_hash, resolve
-from triplesmith.training.manifest import adapter_hash
+from triplesmith.models import ModelRef, adapter_hash, cache_dir, model_hash, resolve
 
 log = logging.getLogger(__name__)
 

@@ -129,7 +129,8 @@ def train(
 ) -> None:
     """Fine-tune a LoRA/QLoRA adapter with TRL's SFTTrainer; write OUT with manifest.json."""
     try:
-        from triplesmith.training.config import TrainConfig, world_size
+        from triplesmith.training.config import TrainConfig
+        from triplesmith.training.machine import world_size
         from triplesmith.training.sft import train as run_training
 
         if "LOCAL_RANK" not in os.environ and num_processes > 1:
