@@ -13,7 +13,7 @@ import pytest
 from test_experiments import EXAMPLES, OracleChatModel, gold_answer, half_right
 
 from triplesmith.chains.registry import register_chat_model
-from triplesmith.experiments.compare import compare
+from triplesmith.experiments.compare import build_comparison, compare
 from triplesmith.experiments.report import (
     WITH_TRIPLES,
     chain_name,
@@ -23,6 +23,7 @@ from triplesmith.experiments.report import (
     score_table,
     write_report,
 )
+from triplesmith.experiments.seeds import mean_of_seeds
 from triplesmith.training.manifest import AdapterManifest, write_manifest
 from triplesmith.verdict import verdict_lines
 
@@ -180,6 +181,23 @@ def test_precision_of_a_chain_that_answers_nothing_is_undefined_not_one(result) 
     assert table.loc[NONE, "triple_f1"].startswith("0.000")
     html = render_html(result)
     assert f"the mean over the <em>{WITH_TRIPLES}</em>" in html
+
+
+def test_the_mean_of_seeds_has_scores_but_no_answers_of_its_own(result) -> None:  # noqa: ANN001
+    seeds = result.experiments[1:]
+    mean = mean_of_seeds(seeds, "fine-tuned (mean of 2 seeds)")
+    extended = build_comparison([*result.experiments, mean], result.dataset, None, 0)
+    table = score_table(extended)
+    assert table.loc["fine-tuned (mean of 2 seeds)", WITH_TRIPLES] == "n/a"
+    means = [extended.table.loc[label, "triple_f1"] for label in extended.chains[1:3]]
+    assert table.loc["fine-tuned (mean of 2 seeds)", "triple_f1"].startswith(
+        f"{sum(means) / 2:.3f}"
+    )
+    text = render_html(extended)
+    summary = text[text.index('id="examples-4"') :].split("</summary>")[0]
+    assert "no answers of its own; its scores are the means of" in summary
+    assert 'href="#examples-2"' in summary and 'href="#examples-3"' in summary
+    assert "<article" not in text[text.index('id="examples-4"') :].split("</details>")[0]
 
 
 def test_every_score_leads_to_the_chains_examples(result) -> None:  # noqa: ANN001

@@ -171,14 +171,29 @@ def _in_order(metrics: Sequence[str]) -> list[str]:
     return ordered
 
 
-def answers_with_triples(result: "ComparisonResult") -> list[int]:
-    """Per chain, in order: the answers with at least one triple (a failed run is no answer)."""
+def derived_from(result: "ComparisonResult") -> dict[str, list[str]]:
+    """Chains made from other chains' scores (the mean of training seeds): label -> the labels
+    of the chains it comes from. They have scores but no answers of their own."""
+    if len(result.experiments) != len(result.chains):
+        return {}
+    by_key = {e.key: label for label, e in zip(result.chains, result.experiments, strict=True)}
+    return {
+        label: [by_key.get(key, key) for key in e.record.metadata["seeds"]]
+        for label, e in zip(result.chains, result.experiments, strict=True)
+        if e.record.metadata.get("seeds")
+    }
+
+
+def answers_with_triples(result: "ComparisonResult") -> list[int | None]:
+    """Per chain, in order: the answers with at least one triple (a failed run is no answer);
+    None for a chain with no answers of its own (`derived_from`)."""
     examples = result.examples
-    if examples.empty:
-        return [0] * len(result.chains)
-    answered = examples["error"].isna() & examples["triples"].map(lambda t: bool(t))
-    counts = examples[answered].groupby("chain").size()
-    return [int(counts.get(chain, 0)) for chain in result.chains]
+    derived = derived_from(result)
+    counts = pd.Series(dtype=int)
+    if not examples.empty:
+        answered = examples["error"].isna() & examples["triples"].map(lambda t: bool(t))
+        counts = examples[answered].groupby("chain").size()
+    return [None if c in derived else int(counts.get(c, 0)) for c in result.chains]
 
 
 def score_table(result: "ComparisonResult") -> pd.DataFrame:
@@ -198,7 +213,9 @@ def score_table(result: "ComparisonResult") -> pd.DataFrame:
             )
         ]
         if metric in PRECISION_METRICS and not counted:
-            shown[WITH_TRIPLES] = [str(n) for n in answers_with_triples(result)]
+            shown[WITH_TRIPLES] = [
+                "n/a" if n is None else str(n) for n in answers_with_triples(result)
+            ]
             counted = True
     return shown
 
@@ -604,6 +621,7 @@ def _examples_html(
         if not (isinstance(row.score, float) and math.isnan(row.score)):
             scores.setdefault((row.chain, str(row.example_id)), {})[row.metric] = row.score
     with_triples = dict(zip(result.chains, answers_with_triples(result), strict=True))
+    derived = derived_from(result)
     parts = [
         "<h2>Examples</h2>",
         '<p class="note">Every example of each chain: the raw answer, the triples parsed from '
@@ -613,10 +631,19 @@ def _examples_html(
     for label, chain in chains.items():
         rows = examples[examples["chain"] == label]
         failed = int(rows["error"].notna().sum())
+        summary = f'<strong title="{e(chain.spec)}">{e(chain.name)}</strong>'
+        if label in derived:
+            sources = ", ".join(
+                _chain_ref(chains[c]) if c in chains else e(c) for c in derived[label]
+            )
+            parts.append(
+                f'<details class="chain" id="{chain.anchor}"><summary>{summary}: no answers of '
+                f"its own; its scores are the means of {sources}</summary></details>"
+            )
+            continue
         parts.append(
-            f'<details class="chain" id="{chain.anchor}"><summary><strong title="{e(chain.spec)}">'
-            f"{e(chain.name)}</strong>: {len(rows)} examples, {with_triples[label]} "
-            f"{WITH_TRIPLES}, {failed} failed</summary>"
+            f'<details class="chain" id="{chain.anchor}"><summary>{summary}: {len(rows)} '
+            f"examples, {with_triples[label]} {WITH_TRIPLES}, {failed} failed</summary>"
         )
         for row in rows.to_dict("records"):
             example_id = str(row["example_id"])
