@@ -15,7 +15,6 @@ from test_experiments import EXAMPLES, OracleChatModel, gold_answer, half_right
 from triplesmith.chains.registry import register_chat_model
 from triplesmith.experiments.compare import build_comparison, compare
 from triplesmith.experiments.report import (
-    WITH_TRIPLES,
     chain_name,
     chain_names,
     render_html,
@@ -23,6 +22,7 @@ from triplesmith.experiments.report import (
     score_table,
     write_report,
 )
+from triplesmith.experiments.report_tables import WITH_TRIPLES
 from triplesmith.experiments.seeds import mean_of_seeds
 from triplesmith.training.manifest import AdapterManifest, write_manifest
 from triplesmith.verdict import verdict_lines

@@ -415,22 +415,19 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
         comparison, answer = _with_mean_of_seeds(comparison, config.seeds, labels)
 
     # 4. report and curated set
+    from triplesmith.experiments.report import write_report
+
     wall = time.perf_counter() - started
-    paths = comparison.write(report_dir)
     verdict = verdict_lines(
         comparison,
         few_shot=labels[BASELINE],
         fine_tuned=labels[answer],
         whole_carb_test=config.preset == "carb" and config.run.limit is None,
     )
-    _prepend_study_header(
-        paths["report.md"] if "report.md" in paths else report_dir / "report.md",
-        config,
-        command,
-        wall,
-        stages,
-        verdict,
-    )
+    # The report is rendered once, the study's answer opening report.md and report.html alike.
+    opening = [f"# Study: {config.preset}", "", *verdict, "## This run", ""]
+    opening += _run_lines(config, command, wall, stages)
+    write_report(comparison, report_dir, verdict="\n".join(opening))
     # Every chain's answers in CaRB's tabbed format: re-scorable with CaRB's own scorer.
     from triplesmith.experiments.predictions import write_carb_predictions
 
@@ -509,27 +506,21 @@ def _rounded(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else str(value)
 
 
-def _prepend_study_header(
-    report: Path,
-    config: StudyConfig,
-    command: str,
-    wall: float,
-    stages: Stages,
-    verdict: list[str],
-) -> None:
-    train = stages.done.get("train", {})
-    header = [
-        f"# Study: {config.preset}",
-        "",
+def _run_lines(config: StudyConfig, command: str, wall: float, stages: Stages) -> list[str]:
+    """The facts of this run: command, machine, wall time (all runs), evaluation, adapters."""
+    lines = [
         f"- command: `{command or 'triplesmith study --preset ' + config.preset}`",
         f"- machine of this run: {machine()}",
         *_wall_lines(wall, stages.runs),
         f"- evaluation: {config.run.max_concurrency} sentences in flight, repairs after a "
         f"format error: {config.run.max_repairs}",
-        f"- adapter: method {train.get('method')} ({train.get('method_reason')}), {train.get('steps')} steps, "
-        f"loss {_rounded(train.get('loss_start'))} → {_rounded(train.get('loss_end'))}, "
-        f"{_rounded(train.get('train_wall_s'), 1)} s",
-        "",
-        *verdict,
     ]
-    report.write_text("\n".join(header) + "\n" + report.read_text())
+    for seed in range(config.seeds):
+        train = stages.done.get(_train_stage(seed), {})
+        which = f"adapter (training seed {seed})" if config.seeds > 1 else "adapter"
+        lines.append(
+            f"- {which}: method {train.get('method')} ({train.get('method_reason')}), "
+            f"{train.get('steps')} steps, loss {_rounded(train.get('loss_start'))} → "
+            f"{_rounded(train.get('loss_end'))}, {_rounded(train.get('train_wall_s'), 1)} s"
+        )
+    return lines

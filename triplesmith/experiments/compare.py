@@ -130,11 +130,12 @@ class ComparisonResult:
 
         return render_html(self)
 
-    def write(self, out_dir: str | Path) -> dict[str, Path]:
-        """Write report.md, report.html, the plots and the tables (CSV); returns the paths."""
+    def write(self, out_dir: str | Path, verdict: str | None = None) -> dict[str, Path]:
+        """Write report.md, report.html, the plots and the tables (CSV), `verdict` (Markdown)
+        opening both reports; returns the paths."""
         from triplesmith.experiments.report import write_report
 
-        return write_report(self, Path(out_dir))
+        return write_report(self, Path(out_dir), verdict=verdict)
 
 
 def _labels(experiments: Sequence[ExperimentResult]) -> list[str]:
