@@ -207,11 +207,15 @@ def busy_seconds(rows: Sequence[StoredExample]) -> float:
 
 
 def _ordered_keys(experiments: Sequence[ExperimentResult], summary: bool) -> list[str]:
+    """Feedback keys in the evaluators' order: read from the fullest feedback lists first (an
+    answer without triples has no precision, and must not push it to the end)."""
+    lists = (
+        [e.summary for e in experiments]
+        if summary
+        else [r.feedback for e in experiments for r in e.rows]
+    )
     keys: dict[str, None] = {}
-    for experiment in experiments:
-        feedback = (
-            experiment.summary if summary else [f for r in experiment.rows for f in r.feedback]
-        )
+    for feedback in sorted(lists, key=len, reverse=True):
         for f in feedback:
             if not f.key.startswith(TAG_PREFIX):
                 keys.setdefault(f.key)
