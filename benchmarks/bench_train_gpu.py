@@ -2,6 +2,7 @@
 
 Usage: python benchmarks/bench_train_gpu.py [--methods auto,lora,qlora,auto-plain]
            [--examples 1500] [--batch-size 12] [--max-seq-len 512] [--no-warmup] [--json FILE]
+           [--num-processes N [--fsdp]]
 
 Builds the model from a `LlamaConfig` (saved in bf16 with a locally trained BPE tokenizer, so
 no Hub access is needed), writes ~200-token examples in the shared JSONL format, and trains each
@@ -17,7 +18,12 @@ overrides --batch-size. Triton compiles Liger's kernels on their first use in a 
 5-step warm-up run of the first method comes before the measured rows (--no-warmup skips it).
 MFU counts 4N FLOP per trained token (forward 2N, input gradients 2N; LoRA's own weight
 gradients are negligible), N = all parameters, whatever recomputation gradient checkpointing
-adds, against the GPU's dense bf16 peak.
+adds, against the dense bf16 peak of all the GPUs used.
+
+`--num-processes N` runs the same benchmark in N processes, one a GPU, started through
+accelerate's launcher as `triplesmith train --num-processes N` starts them (DDP, or FSDP with
+`--fsdp`); `--batch-size` is per GPU, so an epoch has 1/N of the steps. The main process builds
+the model and the data and prints the rows; the peak memory is the largest of the GPUs'.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import argparse
 import contextlib
 import gc
 import json
+import os
 import random
 import shutil
 import sys
@@ -304,6 +311,7 @@ def train_config(spec: str, args: argparse.Namespace, data: Path, max_steps: int
         save_steps=10**6,
         logging_steps=10,
         max_steps=max_steps,
+        distributed="fsdp" if args.fsdp else "ddp",
         **overrides,
     )
     if no_dropout:  # a copy: the preset's LoraSettings object is shared
@@ -311,13 +319,22 @@ def train_config(spec: str, args: argparse.Namespace, data: Path, max_steps: int
     return config
 
 
-def run_method(spec: str, args: argparse.Namespace, data: Path, params: int, peak: float) -> dict:
+def fresh(out: Path, state: Any) -> None:
+    """Remove this script's own output from a rerun (the main process), before any trains."""
+    if state.is_main_process:
+        shutil.rmtree(out, ignore_errors=True)
+    state.wait_for_everyone()
+
+
+def run_method(
+    spec: str, args: argparse.Namespace, data: Path, params: int, peak: float, state: Any
+) -> dict:
     import torch
 
     from triplesmith.training.sft import train
 
     config = train_config(spec, args, data, 12 if args.profile else None)
-    shutil.rmtree(config.out, ignore_errors=True)  # this script's own output from a rerun
+    fresh(config.out, state)
     gc.collect()
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
@@ -327,8 +344,11 @@ def run_method(spec: str, args: argparse.Namespace, data: Path, params: int, pea
         manifest = train(config).manifest
     seconds = manifest.train_wall_s
     tokens_per_s = manifest.tokens_trained / seconds
+    gpus = state.num_processes
     return {
         "method": spec,
+        "gpus": gpus,
+        "distributed": config.distributed if gpus > 1 else "-",
         "chosen": manifest.method,
         "batch": config.batch_size,
         "packing": manifest.packing,
@@ -341,9 +361,9 @@ def run_method(spec: str, args: argparse.Namespace, data: Path, params: int, pea
         "steps": manifest.steps,
         "tokens": manifest.tokens_trained,
         "tokens_per_s": round(tokens_per_s),
-        "mfu": round(tokens_per_s * 4 * params / (peak * 1e12), 4),
-        "peak_gib": round(manifest.peak_memory_bytes / 2**30, 1),
-        "reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 1),
+        "mfu": round(tokens_per_s * 4 * params / (peak * 1e12 * gpus), 4),
+        "peak_gib": round(manifest.peak_memory_bytes / 2**30, 1),  # the largest GPU's
+        "reserved_gib": round(torch.cuda.max_memory_reserved() / 2**30, 1),  # the main GPU's
         "free_gib_before": round(free / 2**30, 1),
         "wall_s": manifest.wall_s,
         "loss_start": manifest.loss_start,
@@ -356,21 +376,22 @@ def run_method(spec: str, args: argparse.Namespace, data: Path, params: int, pea
     }
 
 
-def warm_up(spec: str, args: argparse.Namespace, data: Path) -> None:
+def warm_up(spec: str, args: argparse.Namespace, data: Path, state: Any) -> None:
     """A few steps of `spec` so Triton compiles Liger's kernels before anything is timed."""
     from triplesmith.training.sft import train
 
     config = train_config(spec, args, data, 5)
     config = config.model_copy(update={"out": args.work / "warm-up"})
-    shutil.rmtree(config.out, ignore_errors=True)
+    fresh(config.out, state)
     started = time.perf_counter()
     train(config)
-    print(f"warm-up ({spec}, 5 steps): {time.perf_counter() - started:.0f} s", flush=True)
+    if state.is_main_process:
+        print(f"warm-up ({spec}, 5 steps): {time.perf_counter() - started:.0f} s", flush=True)
 
 
 def print_table(rows: list[dict]) -> None:
     header = (
-        f"{'method':<18}{'chosen':<7}{'batch':>6} {'pack':<5}{'ckpt':<5}{'kernels':<8}"
+        f"{'method':<18}{'gpus':>4} {'chosen':<7}{'batch':>6} {'pack':<5}{'ckpt':<5}{'kernels':<8}"
         f"{'attention':<19}{'adapters':<9}{'epoch s':>8}{'tokens/s':>10}{'MFU':>7}"
         f"{'peak GiB':>9}"
     )
@@ -380,7 +401,8 @@ def print_table(rows: list[dict]) -> None:
             print(f"{row['method']:<18}FAILED: {row['error']}")
             continue
         print(
-            f"{row['method']:<18}{row['chosen']:<7}{row['batch']:>6} {str(row['packing'])[0]:<5}"
+            f"{row['method']:<18}{row['gpus']:>4} {row['chosen']:<7}{row['batch']:>6} "
+            f"{str(row['packing'])[0]:<5}"
             f"{str(row['checkpointing'])[0]:<5}{row['kernels']:<8}{row['attention']:<19}"
             f"{row['adapters']:<9}{row['epoch_s']:>8.1f}{row['tokens_per_s']:>10,}"
             f"{row['mfu']:>7.1%}{row['peak_gib']:>9.1f}"
@@ -403,6 +425,15 @@ def main() -> None:
         "--profile", action="store_true", help="Run 12 steps and profile steps 7-11 instead."
     )
     parser.add_argument("--json", type=Path, default=None, help="Write the rows here as well.")
+    parser.add_argument(
+        "--num-processes",
+        type=int,
+        default=1,
+        help="Train in N processes, one a GPU, through accelerate's launcher (DDP by default).",
+    )
+    parser.add_argument(
+        "--fsdp", action="store_true", help="With --num-processes: shard the base (FSDP)."
+    )
     args = parser.parse_args()
     specs = args.methods.split(",")
     for spec in specs:
@@ -415,49 +446,65 @@ def main() -> None:
             "bench_train_gpu.py needs a CUDA GPU (a 7B-shaped model is trained); none is visible "
             "here. Run it on a GPU machine."
         )
+    if args.num_processes > 1 and "LOCAL_RANK" not in os.environ:
+        # This script again, once per GPU, as `triplesmith train --num-processes N` does it.
+        from triplesmith.cli.train import launch
+
+        sys.exit(launch(args.num_processes, [str(Path(__file__).resolve()), *sys.argv[1:]]))
     import peft
     import transformers
     import trl
+    from accelerate import PartialState
 
     from triplesmith.data.jsonl import write_jsonl
     from triplesmith.models import resolve
     from triplesmith.training.base_model import check_causal_lm
     from triplesmith.training.config import shape_of
 
+    state = PartialState()  # one process alone, or this GPU's under the launcher
+    main = state.is_main_process
     device = torch.cuda.get_device_name()
     peak = peak_tflops(device, args.peak_tflops)
-    print(
-        f"device: {device}; torch {torch.__version__}, transformers {transformers.__version__}, "
-        f"trl {trl.__version__}, peft {peft.__version__}; bf16 peak {peak:.0f} TFLOP/s, "
-        f"8192^3 matmul here {matmul_tflops():.0f} TFLOP/s",
-        flush=True,
-    )
-
-    examples = synthesize(args.examples)
     data = args.work / "synthetic.jsonl"
-    write_jsonl(data, examples)
-    build_base(args.model_dir, examples)
+    if main:
+        print(
+            f"device: {state.num_processes} x {device}; torch {torch.__version__}, "
+            f"transformers {transformers.__version__}, trl {trl.__version__}, "
+            f"peft {peft.__version__}; bf16 peak {peak:.0f} TFLOP/s, "
+            f"8192^3 matmul here {matmul_tflops():.0f} TFLOP/s",
+            flush=True,
+        )
+        examples = synthesize(args.examples)
+        write_jsonl(data, examples)
+        build_base(args.model_dir, examples)
+    state.wait_for_everyone()
     params = shape_of(check_causal_lm(resolve(str(args.model_dir)))).params
-    print(f"{len(examples)} examples, {params / 1e9:.2f} B parameters", flush=True)
+    if main:
+        print(f"{args.examples} examples, {params / 1e9:.2f} B parameters", flush=True)
     if args.warmup and not args.profile:
-        warm_up(specs[0], args, data)
+        warm_up(specs[0], args, data, state)
 
     rows: list[dict] = []
     for spec in specs:
         started = time.perf_counter()
         try:
-            row = run_method(spec, args, data, params, peak)
+            row = run_method(spec, args, data, params, peak, state)
         except Exception as exc:  # one method failing (e.g. out of memory) must not stop the rest
             traceback.print_exc()
             row = {"method": spec, "error": f"{type(exc).__name__}: {str(exc)[:200]}"}
         row["device"] = device
         rows.append(row)
-        print(json.dumps(row), f"({time.perf_counter() - started:.0f} s with loading)", flush=True)
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=2))
-
+        if main:
+            print(
+                json.dumps(row), f"({time.perf_counter() - started:.0f} s with loading)", flush=True
+            )
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=2))
+    if not main:
+        return
     print(
-        f"\n{device}, {len(examples)} examples, one epoch, 4N = {4 * params / 1e9:.1f} GFLOP/token"
+        f"\n{state.num_processes} x {device}, {args.examples} examples, one epoch, "
+        f"4N = {4 * params / 1e9:.1f} GFLOP/token"
     )
     print_table(rows)
     print(

@@ -1,15 +1,17 @@
 """Data-parallel generation: one engine per device, each batch split between them.
 
-CI has no GPUs, so the replicas here are two copies of the embedded SmolLM2 on the CPU: the
-same split, threads and merge as on several GPUs, only the device differs.
+CI has no GPUs, so the replicas here are two worker processes with the embedded SmolLM2 on the
+CPU: the same processes, split and merge as on several GPUs, only the device differs.
 """
 
 import pytest
 
+from triplesmith.chains.engines import engine_gpus
 from triplesmith.chains.engines.base import CANCELLED, GenerationOptions
-from triplesmith.chains.engines.replicas import ReplicaEngine, replicate, split
+from triplesmith.chains.engines.replicas import ReplicaEngine, split
 from triplesmith.chains.prompt import build_messages
 from triplesmith.data.registry import load_dataset
+from triplesmith.errors import ChainError
 
 
 def test_split_deals_every_prompt_once_with_like_lengths_per_share():
@@ -22,34 +24,42 @@ def test_split_deals_every_prompt_once_with_like_lengths_per_share():
     assert split([7], 3, start=2) == [[], [], [0]]
 
 
+def test_a_gpu_count_that_is_not_a_number_is_named(monkeypatch):
+    monkeypatch.setenv("TRIPLESMITH_GPUS", "two")
+    with pytest.raises(ChainError, match="TRIPLESMITH_GPUS='two'"):
+        engine_gpus()
+
+
 @pytest.mark.slow
 def test_two_replicas_split_a_batch_and_answer_as_one_engine():
-    from triplesmith.chains.engines import HFEngine, get_engine
+    from triplesmith.chains.engines import HFEngine, get_engine, get_hf_engine
 
     one = get_engine("smollm2")
-    assert isinstance(one, HFEngine)  # on a CPU nothing is replicated
-    replicas = iter([one, HFEngine("smollm2")])
-    both = replicate(lambda: next(replicas), ["cpu", "cpu"])
-    assert isinstance(both, ReplicaEngine) and both.replicas[0] is one
-
-    sentences = [e.sentence for e in load_dataset("sample")][:5]
-    prompts = [build_messages(sentence) for sentence in sentences]
-    lengths = [one.count_tokens(sentence) for sentence in sentences]
-    options = GenerationOptions(max_new_tokens=32)
-    alone = one.generate(prompts, lengths, options)
-    shared = both.generate(prompts, lengths, options)
-    assert [g.text for g in shared] == [g.text for g in alone]
-    assert [g.token_ids for g in shared] == [g.token_ids for g in alone]
-    assert (both.model_hash, both.adapter_hash) == (one.model_hash, one.adapter_hash)
-
-    # Interrupting the replica engine interrupts every replica.
-    both.cancel()
+    assert isinstance(one, HFEngine) and one is get_hf_engine("smollm2")  # a CPU: one engine
+    both = ReplicaEngine("smollm2", None, ["cpu", "cpu"])  # two worker processes
     try:
-        assert all(replica.cancelled for replica in both.replicas)
+        assert (both.model_hash, both.adapter_hash) == (one.model_hash, one.adapter_hash)
+        sentences = [e.sentence for e in load_dataset("sample")][:5]
+        prompts = [build_messages(sentence) for sentence in sentences]
+        lengths = [both.count_tokens(sentence) for sentence in sentences]
+        assert lengths == [one.count_tokens(sentence) for sentence in sentences]
+        options = GenerationOptions(max_new_tokens=32)
+        alone = one.generate(prompts, lengths, options)
+        shared = both.generate(prompts, lengths, options)
+        assert [g.text for g in shared] == [g.text for g in alone]
+        assert [g.token_ids for g in shared] == [g.token_ids for g in alone]
+        # A single call joins the coalescing queue and goes to one replica.
+        assert both.submit(prompts[0], lengths[0], options).result().text == alone[0].text
+
+        # An interrupted engine refuses work until resumed, then its replicas answer again.
+        both.cancel()
         assert [str(r) for r in both.generate(prompts[:2], lengths[:2], options)] == [
             CANCELLED,
             CANCELLED,
         ]
-    finally:
         both.resume()
-    assert not any(replica.cancelled for replica in both.replicas)
+        again = both.generate(prompts[:2], lengths[:2], options)
+        assert [g.text for g in again] == [g.text for g in alone[:2]]
+    finally:
+        both.close()
+    assert not any(worker.process.is_alive() for worker in both.workers)

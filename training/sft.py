@@ -385,6 +385,13 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
             run = {**config.model_dump(mode="json"), "processes": machine.processes}
             (checkpoints / RUN_FILE).write_text(json.dumps(run, indent=2))
     args = sft_config(config, plan, machine, checkpoints)
+    if machine.device == "cuda" and machine.processes == 1:
+        # One process trains on one GPU. With several visible, transformers would spread each
+        # batch over all of them with nn.DataParallel, which TRL refuses (it counts them when it
+        # first sets the device; `Trainer` sets 1 the same way for a model split by device_map).
+        # Several GPUs train through `--num-processes N`.
+        _ = args.device
+        args._n_gpu = 1
     model = load_base(
         ref,
         plan,

@@ -7,7 +7,8 @@ transformers (chains/engines/hf.py) on every machine. Chosen by measurement
 its constrained prompts run one at a time, so batches are slower than the transformers
 engine's, and it has no loop rules; on a GPU transformers is the engine. With more than one GPU
 visible, the transformers engine is one replica per GPU sharing each batch
-(chains/engines/replicas.py).
+(chains/engines/replicas.py); `TRIPLESMITH_GPUS=N` uses the first N of them (1: one engine in
+this process).
 """
 
 import os
@@ -21,7 +22,7 @@ from triplesmith.chains.engines.base import (
     GenerationOptions,
 )
 from triplesmith.chains.engines.hf import HFEngine
-from triplesmith.chains.engines.replicas import ReplicaEngine, replicate, visible_gpus
+from triplesmith.chains.engines.replicas import ReplicaEngine, visible_gpus
 from triplesmith.errors import ChainError, ModelError
 
 KINDS = ("hf", "onnx")
@@ -38,6 +39,17 @@ def engine_kind(kind: str | None = None) -> str:
             )
         return kind
     return "hf"
+
+
+def engine_gpus() -> list[str]:
+    """The GPUs a local engine spreads over: all visible, or the first `TRIPLESMITH_GPUS`."""
+    devices = visible_gpus()
+    wanted = os.environ.get("TRIPLESMITH_GPUS")
+    if wanted is None:
+        return devices
+    if not wanted.isdigit() or int(wanted) < 1:
+        raise ChainError(f"TRIPLESMITH_GPUS={wanted!r}: give a number of GPUs, 1 or more")
+    return devices[: int(wanted)]
 
 
 _ENGINES: dict[tuple[str, str, str | None], Engine] = {}
@@ -60,9 +72,9 @@ def get_engine(
 
                     _ENGINES[key] = OnnxEngine(model, adapter=key[2])
                 else:
-                    devices = visible_gpus()
+                    devices = engine_gpus()
                     if len(devices) > 1:
-                        _ENGINES[key] = replicate(lambda: HFEngine(model, key[2]), devices)
+                        _ENGINES[key] = ReplicaEngine(model, key[2], devices)
                     else:
                         _ENGINES[key] = HFEngine(model, adapter=key[2])
             except ModelError as exc:
@@ -71,11 +83,20 @@ def get_engine(
 
 
 def get_hf_engine(model: str = "smollm2", adapter: str | None = None) -> HFEngine:
-    """The process-wide transformers engine for (model, adapter) (the first replica's when
-    several GPUs share the work)."""
-    engine = get_engine(model, adapter, kind="hf")
-    if isinstance(engine, ReplicaEngine):
-        engine = engine.replicas[0]
+    """The process-wide transformers engine for (model, adapter) in this process (with several
+    GPUs, on the first: `get_engine` spreads over all of them in worker processes)."""
+    if len(engine_gpus()) < 2:
+        engine = get_engine(model, adapter, kind="hf")
+        assert isinstance(engine, HFEngine)
+        return engine
+    key = ("hf-local", model, str(Path(adapter).resolve()) if adapter else None)
+    with _LOCK:
+        if key not in _ENGINES:
+            try:
+                _ENGINES[key] = HFEngine(model, adapter=key[2])
+            except ModelError as exc:
+                raise ChainError(str(exc)) from exc
+        engine = _ENGINES[key]
     assert isinstance(engine, HFEngine)
     return engine
 
