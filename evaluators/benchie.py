@@ -17,7 +17,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from triplesmith.errors import DatasetError, EvaluatorError
+from triplesmith.errors import EvaluatorError
 from triplesmith.schema import Triple
 
 RawTriple = tuple[str, str, str]
@@ -61,49 +61,19 @@ class BenchieScore(BaseModel):
 
 
 def read_benchie_gold(path: str | Path) -> dict[int, BenchieSentence]:
-    """Read a BenchIE gold file (`sent_id:N<TAB>sentence`, `N--> Cluster K:`, `s --> r --> o`)."""
-    path = Path(path)
+    """Read a BenchIE gold file (`sent_id:N<TAB>sentence`, `N--> Cluster K:`, `s --> r --> o`)
+    with the dataset reader (`triplesmith.data.benchie`: one reader per gold format), keyed by
+    sent_id."""
+    from triplesmith.data.benchie import read_benchie_gold as read_examples
+
     gold: dict[int, BenchieSentence] = {}
-    current: BenchieSentence | None = None
-    with path.open(encoding="utf-8") as handle:
-        for number, raw in enumerate(handle, start=1):
-            line = raw.strip()
-            where = f"{path}:{number}"
-            if not line:
-                continue
-            if sentence_match := _SENTENCE_LINE.match(line):
-                current = _new_sentence(sentence_match, gold, where)
-                gold[current.sent_id] = current
-            elif current is None:
-                raise DatasetError(f"{where}: expected a `sent_id:N<TAB>sentence` line first")
-            elif _ARROW in line:
-                if not current.clusters:
-                    raise DatasetError(f"{where}: triple before any `N--> Cluster K:` header")
-                slots = line.split(_ARROW)
-                if len(slots) != 3:
-                    raise DatasetError(
-                        f"{where}: expected `subject --> relation --> object`, "
-                        f"got {len(slots)} parts; check for a stray ' --> '"
-                    )
-                current.clusters[-1].append((slots[0], slots[1], slots[2]))
-            elif _CLUSTER_LINE.match(line):
-                current.clusters.append([])
-            else:
-                raise DatasetError(
-                    f"{where}: expected a `sent_id:` line, a cluster header or a triple, "
-                    f"got {line[:60]!r}"
-                )
+    for example in read_examples(Path(path)):
+        sent_id = int(example.meta["benchie_sent_id"])
+        clusters = [[tuple(triple) for triple in c] for c in example.meta["benchie_clusters"]]
+        gold[sent_id] = BenchieSentence(
+            sent_id=sent_id, sentence=example.sentence, clusters=clusters
+        )
     return gold
-
-
-def _new_sentence(match: re.Match[str], gold: Mapping[int, Any], where: str) -> BenchieSentence:
-    try:
-        sent_id = int(match["id"])
-    except ValueError:
-        raise DatasetError(f"{where}: sent_id must be an integer, got {match['id']!r}") from None
-    if sent_id in gold:
-        raise DatasetError(f"{where}: sent_id {sent_id} appears twice; ids must be unique")
-    return BenchieSentence(sent_id=sent_id, sentence=match["sentence"].strip(), clusters=[])
 
 
 def read_benchie_predictions(path: str | Path) -> dict[int, list[RawTriple]]:

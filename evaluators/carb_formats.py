@@ -69,22 +69,23 @@ def _openie_element(field: str) -> str:
 
 
 def read_carb_gold(path: str | Path) -> Tuples:
-    """Read CaRB gold (`sentence \\t relation \\t arg1 \\t arg2 [\\t arg3 ...]`), keyed by sentence.
+    """Read CaRB gold (`sentence \\t relation \\t arg1 \\t arg2 [\\t arg3 ...]`), keyed by sentence,
+    with the dataset reader (`triplesmith.data.carb`: one reader per gold format).
 
     Context arguments (those containing "C: ") are dropped, as CaRB's gold reader does.
     """
-    path = Path(path)
-    gold: Tuples = {}
-    for number, fields in _lines(path):
-        if len(fields) < 2 or not fields[0].strip():
-            raise EvaluatorError(
-                f"{path}:{number}: expected `sentence<TAB>relation<TAB>arg1<TAB>arg2...`, "
-                f"got {len(fields)} field(s); fix or remove the line"
+    from triplesmith.data.carb import read_carb_gold as read_examples
+
+    return {
+        example.sentence: [
+            CarbTuple(
+                relation=t["relation"],
+                args=tuple(arg for arg in t["args"] if CONTEXT_MARK not in arg),
             )
-        sentence, relation = fields[0].strip(), fields[1].strip()
-        args = tuple(arg.strip() for arg in fields[2:] if CONTEXT_MARK not in arg)
-        gold.setdefault(sentence, []).append(CarbTuple(relation=relation, args=args))
-    return gold
+            for t in example.meta["carb_tuples"]
+        ]
+        for example in read_examples(Path(path), "gold")
+    }
 
 
 def _openie4(fields: list[str]) -> tuple[str, CarbTuple] | None:

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from triplesmith.data.carb import read_carb_gold as load_carb_examples
-from triplesmith.errors import EvaluatorError
+from triplesmith.errors import DatasetError, EvaluatorError
 from triplesmith.evaluators.carb import (
     CarbTuple,
     carb_example_scores,
@@ -110,12 +110,13 @@ def test_openie4_line_without_element_markup_names_file_and_line():
 
 
 def test_gold_line_without_a_relation_names_file_and_line():
-    with pytest.raises(EvaluatorError, match=r"gold_bad_line\.tsv:2: expected `sentence"):
+    # The scorer reads gold with the dataset reader (one reader per format): a DatasetError.
+    with pytest.raises(DatasetError, match=r"gold_bad_line\.tsv:2: expected at least 3 tab"):
         read_carb_gold(FIXTURES / "gold_bad_line.tsv")
 
 
-def test_missing_file_and_unknown_format_are_evaluator_errors(tmp_path):
-    with pytest.raises(EvaluatorError, match="cannot read the file"):
+def test_missing_file_and_unknown_format_are_clear_errors(tmp_path):
+    with pytest.raises(DatasetError, match="absent.tsv: no such file"):
         read_carb_gold(tmp_path / "absent.tsv")
     with pytest.raises(EvaluatorError, match="unknown CaRB format 'ollie'"):
         read_carb_predictions(FIXTURES / "predictions_small_tabbed.txt", "ollie")  # type: ignore[arg-type]

@@ -1,4 +1,7 @@
-"""BenchIE fact-synset gold: `sent_id:N \t sentence`, clusters of `subj --> rel --> obj` triples."""
+"""BenchIE fact-synset gold: `sent_id:N \t sentence`, clusters of `subj --> rel --> obj` triples.
+
+The one reader of the format: datasets load it here, and the BenchIE scorer
+(`evaluators/benchie.py`) reads gold files through it."""
 
 import re
 from pathlib import Path
@@ -27,6 +30,7 @@ def read_benchie_gold(path: Path) -> list[Example]:
     examples: list[Example] = []
     current: Example | None = None
     cluster: list[list[str]] | None = None
+    seen: set[int] = set()
     for number, line in read_lines(path):
         if not line.strip():
             continue
@@ -37,6 +41,11 @@ def read_benchie_gold(path: Path) -> list[Example]:
                 raise DatasetError(
                     f"{path}:{number}: empty sentence after sent_id:{header.group(1)}"
                 )
+            if int(header.group(1)) in seen:
+                raise DatasetError(
+                    f"{path}:{number}: sent_id {header.group(1)} appears twice; ids must be unique"
+                )
+            seen.add(int(header.group(1)))
             current = Example(
                 id=f"benchie-{header.group(1)}",
                 sentence=sentence,
@@ -53,6 +62,10 @@ def read_benchie_gold(path: Path) -> list[Example]:
             current.meta["benchie_clusters"].append(cluster)
             continue
         parts = [part.strip() for part in line.split("-->")]
+        if cluster is None and len(parts) == 3:
+            raise DatasetError(
+                f"{path}:{number}: triple before any `N--> Cluster K:` header; start a cluster"
+            )
         if cluster is None or len(parts) != 3 or not all(parts):
             raise DatasetError(
                 f"{path}:{number}: expected `subject --> relation --> object` inside a cluster, "
