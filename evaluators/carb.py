@@ -60,6 +60,8 @@ class CarbScore(BaseModel):
     `curve` holds one (precision, recall) point per distinct confidence, lowest confidence
     first, then the (1.0, 0.0) point the AUC adds; `threshold` is the confidence of the best-F1
     point. `unmatched_sentences` counts predicted sentences absent from the gold (not scored).
+    Precision is at most 1; recall, F1 and AUC can exceed 1 as in the reference, whose "be"
+    bonus (see `_match_args`) can count a gold form of "be" twice.
     """
 
     auc: float
@@ -124,7 +126,9 @@ def _match_args(
     gold: _View, predicted: _View, args: tuple[tuple[Counter[str], int], ...]
 ) -> tuple[float, float]:
     matched = _overlap(gold.relation_bag, predicted.relation_bag)
-    # A predicted "be" left over after the token match matches any form of "be" in the gold.
+    # A predicted "be" left over after the token match matches any form of "be" in the gold,
+    # even one already matched: the reference does not use the gold word up, so a pair's recall
+    # (and CaRB's recall, F1, AUC) can exceed 1, e.g. gold "is" against predicted "is be".
     spare_be = predicted.relation_bag["be"] - min(
         gold.relation_bag["be"], predicted.relation_bag["be"]
     )
