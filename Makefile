@@ -15,9 +15,16 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# import-linter reads a package from one folder, while our subpackages sit at the top level
+# (setuptools package-dir): it checks an assembled copy of the package (.importlinter).
+LAYERS := build/import-layers
+
 lint: install
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
+	rm -rf $(LAYERS) && mkdir -p $(LAYERS) && cp -r triplesmith $(LAYERS)/
+	cp -r chains evaluators graph training $(LAYERS)/triplesmith/
+	cd $(LAYERS) && PYTHONPATH=. $(abspath $(VENV))/bin/lint-imports --config $(CURDIR)/.importlinter
 
 test: lint
 	$(PY) -m pytest
