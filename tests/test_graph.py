@@ -126,8 +126,14 @@ def test_a_misspelt_configurable_key_is_an_error_naming_the_valid_keys() -> None
     ("configurable", "words"),
     [
         ({"chain": [f"zero-shot:c{i}" for i in range(9)]}, "at most 8 chains"),
-        ({"chain": "zero-shot:right", "max_repairs": 50}, "max_repairs: Input should be less than or equal to 5"),
-        ({"chain": "zero-shot:right", "max_repairs": -1}, "max_repairs: Input should be greater than or equal to 0"),
+        (
+            {"chain": "zero-shot:right", "max_repairs": 50},
+            "max_repairs: Input should be less than or equal to 5",
+        ),
+        (
+            {"chain": "zero-shot:right", "max_repairs": -1},
+            "max_repairs: Input should be greater than or equal to 0",
+        ),
     ],
 )
 def test_requests_are_capped_before_any_chain_runs(configurable: dict, words: str) -> None:
