@@ -2,19 +2,23 @@
 
 Usage: python benchmarks/bench_engines.py [--carb-dir ../shared/datasets/carb] [--n 8]
        [--max-new-tokens 96] [--prompts zero-shot,few-shot[,fine-tuned]] [--adapter DIR]
-       [--engines generate,hf,hf-free,onnx,onnx-free] [--json OUT.json]
+       [--engines generate,hf,hf-free,hf-dynamic,onnx,onnx-free] [--profile] [--json OUT.json]
 
 Each engine runs in a process of its own (so peak RSS is that engine's alone):
 - `generate`: plain transformers `model.generate`, one left-padded batch (the baseline);
 - `hf`: triplesmith's transformers engine as chains use it (triple-list grammar, loop rules);
 - `hf-free`: the same engine unconstrained (no grammar, no loop rules): the raw model;
-- `hf-static`: `hf` with a static KV cache (transformers compiles the decode step on a GPU);
+- `hf-dynamic`: `hf` with transformers' dynamic KV cache on a GPU (`hf` has a static one there);
+- `hf-nocudnn`: `hf` with attention kept off cuDNN's kernel on the GPU (torch picks it on Hopper);
 - `onnx`: the onnxruntime-genai engine (chains/engines/onnx.py, fp32) as chains use it
   (triple-list grammar through its llguidance, one prompt per generator; no loop rules);
 - `onnx-free`: the same engine unconstrained (right-padded batches): the raw model;
-and, for each, the first sentence alone (warm), then all N sentences as one batch. Agreement is
-the share of sentences whose parsed triples equal the `generate` baseline's. `fine-tuned`
-prompts are the zero-shot prompt on the base plus `--adapter`.
+and, for each, the first sentence alone (warm), then all N sentences as one batch (the first
+batch of the process: no warm-up at that width). Agreement is the share of sentences whose
+parsed triples equal the `generate` baseline's. `fine-tuned` prompts are the zero-shot prompt on
+the base plus `--adapter`. `--profile` then runs `hf` once more over the first prompt kind with
+each logits processor timed (the GPU synchronised around each) and prints where a decode step's
+time goes.
 """
 
 import argparse
@@ -27,7 +31,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENGINES = ("generate", "hf", "hf-free", "hf-static", "onnx", "onnx-free")
+ENGINES = ("generate", "hf", "hf-free", "hf-dynamic", "hf-nocudnn", "onnx", "onnx-free")
 
 
 def machine() -> str:
@@ -106,8 +110,10 @@ def run_engine(
         engine = OnnxEngine(model_name, adapter=adapter)  # exported before the timings
     else:
         engine = HFEngine(model_name, adapter=adapter)
-    if variant == "hf-static":
-        engine.cache_implementation = "static"
+    if variant == "hf-dynamic":
+        engine.gpu_cache = "dynamic"
+    if variant == "hf-nocudnn":
+        engine.cudnn_attention = False
     free = variant.endswith("-free")
     options = GenerationOptions(
         max_new_tokens=cap,
@@ -121,12 +127,6 @@ def run_engine(
     started = time.perf_counter()
     engine.generate(prompts[:1], sizes[:1], options)
     one = time.perf_counter() - started
-    first = None
-    if variant == "hf-static":
-        # The first batch of a shape compiles the decode step; the timed one replays it.
-        started = time.perf_counter()
-        engine.generate(prompts, sizes, options)
-        first = time.perf_counter() - started
     started = time.perf_counter()
     results = engine.generate(prompts, sizes, options)
     batch = time.perf_counter() - started
@@ -136,11 +136,108 @@ def run_engine(
     return {
         "one_s": one,
         "batch_s": batch,
-        "first_batch_s": first,
         "tokens": tokens,
         "answers": answers,
         "finish": finish,
     }
+
+
+def run_profile(model_name: str, adapter: str | None, prompts: list, cap: int) -> dict[str, Any]:
+    """`hf` as chains use it over all prompts, with each logits processor timed (the GPU
+    synchronised around each): where the time of a decode step goes. On a GPU, also the top
+    operators of a short run by GPU time (torch.profiler)."""
+    import torch
+
+    from triplesmith.chains.engines import GenerationOptions, HFEngine
+
+    cuda = torch.cuda.is_available()
+    spent: dict[str, float] = {}
+    marks: dict[str, Any] = {"steps": 0, "first": None, "last": None, "between": 0.0}
+
+    def sync() -> None:
+        if cuda:
+            torch.cuda.synchronize()
+
+    class Timed:
+        def __init__(self, inner: Any, first: bool, last: bool) -> None:
+            self.inner, self.first, self.last = inner, first, last
+            self.name = type(inner).__name__
+
+        def __call__(self, input_ids: Any, scores: Any) -> Any:
+            sync()
+            now = time.perf_counter()
+            if self.first:
+                marks["steps"] += 1
+                if marks["last"] is None:
+                    marks["first"] = now  # tokenising and the prompts' forward pass end here
+                else:
+                    marks["between"] += now - marks["last"]  # the model's step and `generate`
+            out = self.inner(input_ids, scores)
+            sync()
+            spent[self.name] = spent.get(self.name, 0.0) + time.perf_counter() - now
+            if self.last:
+                marks["last"] = time.perf_counter()
+            return out
+
+    class Profiled(HFEngine):
+        def _processors(self, *args: Any) -> Any:
+            processors, guard, chosen = super()._processors(*args)
+            n = len(processors)
+            timed = [Timed(x, i == 0, i == n - 1) for i, x in enumerate(processors)]
+            return timed, guard, chosen
+
+    engine = Profiled(model_name, adapter=adapter)
+    options = GenerationOptions(max_new_tokens=cap, batch_size=len(prompts))
+    sizes = [20] * len(prompts)
+    engine.generate(prompts[:1], sizes[:1], options)  # warm-up
+    spent.clear()
+    marks.update(steps=0, first=None, last=None, between=0.0)
+    started = time.perf_counter()
+    results = engine.generate(prompts, sizes, options)
+    total = time.perf_counter() - started
+    steps = marks["steps"]
+    breakdown = {
+        "total_s": total,
+        "steps": steps,
+        "prefill_s": marks["first"] - started,
+        "between_steps_s": marks["between"],
+        "processors_s": spent,
+        "after_s": started + total - marks["last"],
+        "tokens": sum(r.tokens_out for r in results if not isinstance(r, Exception)),
+    }
+    if cuda:
+        from torch.profiler import ProfilerActivity, profile
+
+        short = GenerationOptions(max_new_tokens=8, batch_size=len(prompts))
+        with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+            engine.generate(prompts, sizes, short)
+        averages = prof.key_averages()
+        breakdown["top_ops"] = "\n".join(
+            averages.table(sort_by=key, row_limit=10, max_name_column_width=50)
+            for key in ("self_cpu_time_total", "self_cuda_time_total")
+        )
+    return breakdown
+
+
+def print_profile(profile: dict[str, Any]) -> None:
+    steps = max(profile["steps"], 1)
+    print(
+        f"\nprofile of hf: {profile['total_s']:.2f} s for {profile['tokens']} tokens, "
+        f"{profile['steps']} decode steps"
+    )
+    print("| part | seconds | ms per step |")
+    print("| --- | ---: | ---: |")
+    rows = [
+        ("tokenising + prompts' forward pass", profile["prefill_s"]),
+        ("model step + generate's own work", profile["between_steps_s"]),
+        *((f"processor {k}", v) for k, v in profile["processors_s"].items()),
+        ("after generate (token texts, results)", profile["after_s"]),
+    ]
+    for name, seconds in rows:
+        print(f"| {name} | {seconds:.2f} | {1000 * seconds / steps:.1f} |")
+    if profile.get("top_ops"):
+        print("\ntop operators by CPU, then GPU time, 8 new tokens for every prompt:")
+        print(profile["top_ops"])
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -152,6 +249,8 @@ def worker(args: argparse.Namespace) -> None:
     prompts = prompts_for(args.prompt_kind, sentences)
     if args.worker == "generate":
         result = run_generate(args.model, adapter, prompts, args.max_new_tokens)
+    elif args.worker == "profile":
+        result = run_profile(args.model, adapter, prompts, args.max_new_tokens)
     else:
         result = run_engine(args.model, adapter, prompts, args.max_new_tokens, args.worker)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -174,8 +273,9 @@ def main() -> None:
     parser.add_argument("--prompts", default="zero-shot,few-shot")
     parser.add_argument("--adapter", default=None)
     parser.add_argument("--engines", default="generate,hf,hf-free")
+    parser.add_argument("--profile", action="store_true", help="then profile hf (see above)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
-    parser.add_argument("--worker", choices=ENGINES, help=argparse.SUPPRESS)
+    parser.add_argument("--worker", choices=(*ENGINES, "profile"), help=argparse.SUPPRESS)
     parser.add_argument("--prompt-kind", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
@@ -189,20 +289,32 @@ def main() -> None:
     unknown = sorted(set(engines) - set(ENGINES))
     if unknown:
         parser.error(f"unknown engines {unknown}; use {', '.join(ENGINES)}")
+
+    def run_worker(worker: str, kind: str) -> dict[str, Any] | None:
+        command = [sys.executable, __file__, "--worker", worker, "--prompt-kind", kind]
+        command += ["--carb-dir", str(args.carb_dir), "--model", args.model]
+        command += ["--n", str(args.n), "--max-new-tokens", str(args.max_new_tokens)]
+        if args.adapter:
+            command += ["--adapter", args.adapter]
+        done = subprocess.run(command, capture_output=True, text=True)
+        if done.returncode != 0:
+            print(f"{worker} / {kind} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+            return None
+        return json.loads(done.stdout.strip().splitlines()[-1])
+
+    print(f"{args.n} CaRB test sentences, greedy, at most {args.max_new_tokens} new tokens")
+    print(
+        "| prompts | engine | one sentence | batch | sent/s | out tok/s | peak RSS | "
+        "same triples as generate | ended by itself |"
+    )
+    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |", flush=True)
     rows: list[dict[str, Any]] = []
     for kind in kinds:
         baseline: list[str] | None = None
         for engine in engines:
-            command = [sys.executable, __file__, "--worker", engine, "--prompt-kind", kind]
-            command += ["--carb-dir", str(args.carb_dir), "--model", args.model]
-            command += ["--n", str(args.n), "--max-new-tokens", str(args.max_new_tokens)]
-            if args.adapter:
-                command += ["--adapter", args.adapter]
-            done = subprocess.run(command, capture_output=True, text=True)
-            if done.returncode != 0:
-                print(f"{engine} / {kind} failed:\n{done.stderr[-2000:]}", file=sys.stderr)
+            result = run_worker(engine, kind)
+            if result is None:
                 continue
-            result = json.loads(done.stdout.strip().splitlines()[-1])
             if engine == "generate":
                 baseline = result["answers"]
             same = None
@@ -210,45 +322,40 @@ def main() -> None:
                 pairs = zip(result["answers"], baseline, strict=True)
                 same = sum(triples_of(a) == triples_of(b) for a, b in pairs) / len(baseline)
             finish = result.get("finish") or []
-            rows.append(
-                {
-                    "prompts": kind,
-                    "engine": engine,
-                    "one_s": result["one_s"],
-                    "batch_s": result["batch_s"],
-                    "sent_per_s": args.n / result["batch_s"],
-                    "tok_per_s": result["tokens"] / result["batch_s"],
-                    "peak_rss_mb": result["peak_rss_mb"],
-                    "agreement": same,
-                    "ended_by_itself": finish.count("stop") / len(finish) if finish else None,
-                    "machine": result["machine"],
-                }
+            r = {
+                "prompts": kind,
+                "engine": engine,
+                "one_s": result["one_s"],
+                "batch_s": result["batch_s"],
+                "sent_per_s": args.n / result["batch_s"],
+                "tok_per_s": result["tokens"] / result["batch_s"],
+                "peak_rss_mb": result["peak_rss_mb"],
+                "agreement": same,
+                "ended_by_itself": finish.count("stop") / len(finish) if finish else None,
+                "machine": result["machine"],
+            }
+            rows.append(r)
+            agree = "–" if r["agreement"] is None else f"{r['agreement']:.0%}"
+            ended = "–" if r["ended_by_itself"] is None else f"{r['ended_by_itself']:.0%}"
+            print(
+                f"| {r['prompts']} | {r['engine']} | {r['one_s']:.2f} s | {r['batch_s']:.2f} s | "
+                f"{r['sent_per_s']:.2f} | {r['tok_per_s']:.0f} | "
+                f"{r['peak_rss_mb'] / 1024:.2f} GB | {agree} | {ended} |",
+                flush=True,
             )
-    print(
-        f"machine: {rows[0]['machine'] if rows else '?'}; {args.n} CaRB test sentences, "
-        f"greedy, at most {args.max_new_tokens} new tokens"
-    )
-    print(
-        "| prompts | engine | one sentence | batch | sent/s | out tok/s | peak RSS | "
-        "same triples as generate | ended by itself |"
-    )
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
-    for r in rows:
-        agree = "–" if r["agreement"] is None else f"{r['agreement']:.0%}"
-        ended = "–" if r["ended_by_itself"] is None else f"{r['ended_by_itself']:.0%}"
-        print(
-            f"| {r['prompts']} | {r['engine']} | {r['one_s']:.2f} s | {r['batch_s']:.2f} s | "
-            f"{r['sent_per_s']:.2f} | {r['tok_per_s']:.0f} | {r['peak_rss_mb'] / 1024:.2f} GB | "
-            f"{agree} | {ended} |"
-        )
+            if args.json:
+                args.json.write_text(json.dumps(rows, indent=2))
+    print(f"machine: {rows[0]['machine'] if rows else '?'}")
     by_kind: dict[str, dict[str, float]] = {}
     for r in rows:
         by_kind.setdefault(r["prompts"], {})[r["engine"]] = r["sent_per_s"]
     for kind, speeds in by_kind.items():
         if "generate" in speeds and "hf" in speeds:
             print(f"{kind}: hf / generate sentences/s = {speeds['hf'] / speeds['generate']:.2f}x")
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=2))
+    if args.profile:
+        profile = run_worker("profile", kinds[0])
+        if profile is not None:
+            print_profile(profile)
 
 
 if __name__ == "__main__":

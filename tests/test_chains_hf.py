@@ -237,3 +237,18 @@ def test_closing_looping_strings_changes_only_answers_that_loop() -> None:
         cut = next(i for i, (x, y) in enumerate(zip(a.pieces, b.pieces, strict=False)) if x != y)
         assert b.pieces[cut] == '"', (a.text, b.text)
         assert b.tokens_out <= a.tokens_out
+
+
+def test_token_texts_are_the_reference_detokenizers() -> None:
+    """The engine's fast incremental detokenizer gives the same piece for every token as
+    `token_pieces` (multi-byte characters split across tokens included)."""
+    from triplesmith.chains.engines import get_hf_engine
+    from triplesmith.chains.engines.base import token_pieces
+
+    engine = get_hf_engine("smollm2")
+    tok = engine.tokenizer
+    for text in ['[{"s": "Zoë", "relation": "drew", "object": "😀 faces"}]', "naïve café – 東京"]:
+        ids = tok.encode(text, add_special_tokens=False) + [engine.eos_ids[0]]
+        reference = token_pieces(lambda part: tok.decode(part, skip_special_tokens=True), ids)
+        assert engine._pieces(ids) == reference
+        assert "".join(reference) == tok.decode(ids, skip_special_tokens=True)

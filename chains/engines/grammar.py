@@ -1,12 +1,12 @@
 """Grammar-constrained JSON for local engines: the answer is a triple list by construction.
 
-The default grammar is the JSON schema of the shared format (`TRIPLES_SCHEMA`: a list of
-`{"s", "relation", "object"}` string objects, nothing else); a served request may bring its own
-schema (`response_format`). llguidance compiles it with the canonical answer's separators
+The default grammar is the triple list of the shared format (a list of `{"s", "relation",
+"object"}` string objects, nothing else), written with the canonical answer's separators
 (`json.dumps`: `", "` and `": "`, no other whitespace), so a constrained answer reads exactly
-like the fine-tuning targets. llguidance computes each row's
-mask of allowed tokens (in Rust, rows in parallel); `GrammarProcessor` applies the masks as a
-transformers logits processor and feeds each row's chosen token back to its matcher. Once a
+like the fine-tuning targets. A served request may bring its own JSON schema
+(`response_format`), which llguidance compiles with the same separators. llguidance computes
+the rows' masks of allowed tokens (in Rust, rows in parallel); `GrammarProcessor` applies them as
+a transformers logits processor and feeds each row's chosen token back to its matcher. Once a
 row's list is closed, only the end-of-sequence token is allowed.
 """
 
@@ -23,7 +23,8 @@ from triplesmith.errors import ChainError
 MAX_FIELD_CHARS = 200
 
 # A field is never empty and never starts or ends with whitespace (the parser drops an item
-# with an empty field, so an empty string would be a format error by construction).
+# with an empty field, so an empty string would be a format error by construction). This is the
+# schema served models get (chains/registry.py); local engines use TRIPLES_GRAMMAR below.
 _FIELD: dict[str, Any] = {
     "type": "string",
     "minLength": 1,
@@ -40,6 +41,21 @@ TRIPLES_SCHEMA: dict[str, Any] = {
         "additionalProperties": False,
     },
 }
+
+# The same list as llguidance compiles TRIPLES_SCHEMA (its JSON string characters and escapes,
+# the separators, the key order), in its Lark syntax, with one difference: a field may end in
+# whitespace (the parser collapses it, so no triple changes). A JSON-schema `pattern` on a
+# string, and any lexeme that must end in a given class of characters, stops llguidance from
+# allowing whole slices of the vocabulary at once inside the string: every mask then walks the
+# whole token trie, about 0.5 ms a row and step for SmolLM2 instead of about 20 us (measured on
+# the CaRB answers; benchmarks/RESULTS.md, "Engines"). A field still starts with a character
+# that is not whitespace (as the pattern's `\S`), so it is never empty.
+_CHAR = r'(?:[^"\\\x00-\x1F\x7F]|\\["\\bfrt]|\\u00(?:0[0-9b-fB-F]|1[0-9a-fA-F])|\\u007[fF])'
+_FIRST = r'(?:[^"\\\x00-\x1F\x7F\s]|\\["\\b]|\\u00(?:0[0-8eEfF]|1[0-9a-fA-F])|\\u007[fF])'
+TRIPLES_GRAMMAR = f"""start: "[" (item (", " item)*)? "]"
+item: "{{\\"s\\": " FIELD ", \\"relation\\": " FIELD ", \\"object\\": " FIELD "}}"
+FIELD: /"{_FIRST}{_CHAR}{{0,{MAX_FIELD_CHARS - 1}}}"/
+"""
 
 # Tokens at the end of the budget in which no new item starts (see GrammarProcessor).
 RESERVE = 48
@@ -60,41 +76,47 @@ def _llguidance() -> Any:
 
 
 class JsonGrammar:
-    """A JSON schema compiled for one tokenizer (the tokenizer's part takes about a second)."""
+    """A grammar compiled for one tokenizer (the tokenizer's part takes about a second): the
+    default triple list, or a served JSON schema."""
 
-    def __init__(self, tokenizer: Any, schema: str) -> None:
+    def __init__(self, tokenizer: Any, schema: str | None = None) -> None:
         llg = _llguidance()
         self._llg = llg
         self.tokenizer = tokenizer
         self.vocab_size = tokenizer.vocab_size
-        try:
-            self.grammar = llg.LLMatcher.grammar_from_json_schema(schema, defaults=_COMPACT)
-        except ValueError as exc:
-            raise ChainError(f"the JSON schema is not valid JSON: {exc}") from exc
+        if schema is None:
+            self.grammar = llg.LLMatcher.grammar_from_lark(TRIPLES_GRAMMAR)
+        else:
+            try:
+                self.grammar = llg.LLMatcher.grammar_from_json_schema(schema, defaults=_COMPACT)
+            except ValueError as exc:
+                raise ChainError(f"the JSON schema is not valid JSON: {exc}") from exc
         error = llg.LLMatcher.validate_grammar(self.grammar, tokenizer)
         if error:
             raise ChainError(f"the JSON schema does not compile to a grammar: {error}")
         self.executor = _executor(llg)
         self.close_id, self.next_item_ids = _vocabulary_facts(tokenizer)
+        # Rows start from copies of one matcher: a copy shares the compiled grammar, where a
+        # new matcher compiles it again (about 1 ms a row).
+        self._start = llg.LLMatcher(tokenizer, self.grammar, log_level=0)
 
     def matcher(self) -> Any:
-        return self._llg.LLMatcher(self.tokenizer, self.grammar, log_level=0)
+        return self._start.deep_copy()
 
 
 class GrammarProcessor:
     """A logits processor that allows, per row, only the tokens the grammar accepts next.
 
     It reads each row's previous choice from `input_ids` (so tokens forced by an earlier
-    processor, such as the repeat guard's closing brackets, are followed too). A row whose
-    matcher rejects a token (it cannot happen for tokens this processor allowed) is left
-    unconstrained from then on rather than forced into an invalid state.
+    processor, such as the repeat guard's closing brackets, are followed too), or takes it ahead
+    of time from `advance`. A row whose matcher rejects a token (it cannot happen for tokens this
+    processor allowed) is left unconstrained from then on rather than forced into an invalid
+    state.
     """
 
     def __init__(
         self, grammar: JsonGrammar, rows: int, prompt_width: int, budget: int | None = None
     ) -> None:
-        import torch
-
         self.grammar = grammar
         self.prompt_width = prompt_width
         # In the last `reserve` tokens of the budget no new item starts: an item closes with
@@ -103,42 +125,87 @@ class GrammarProcessor:
         self.reserve_from = None if budget is None else budget - min(RESERVE, budget // 4)
         self.matchers = [grammar.matcher() for _ in range(rows)]
         self.live = [True] * rows
-        words = (grammar.vocab_size + 31) // 32
-        self.bitmask = torch.full((rows, words), -1, dtype=torch.int32)
-        self._bits = torch.arange(32, dtype=torch.int32)
+        self.bitmask: Any = None  # one bit a token and row, filled by llguidance
+        self._bits: Any = None
+        self._copied: Any = None  # the bitmask's last copy to the GPU
+        self._ahead: threading.Thread | None = None  # the next step's masks, being computed
+        self._ahead_error: BaseException | None = None
+
+    def advance(self, chosen: list[int]) -> None:
+        """Take each row's token of this step now (the final scores' argmax, which `generate`
+        appends) and compute the next step's masks on CPU threads (llguidance releases the GIL)
+        while the model runs; the next call waits for them."""
+        if self._copied is not None:
+            self._copied.synchronize()  # the buffer's last copy to the GPU is done
+        self._ahead = threading.Thread(target=self._step, args=(chosen,), daemon=True)
+        self._ahead.start()
+
+    def _step(self, chosen: list[int]) -> None:
+        try:
+            self._consume(chosen)
+            self._fill()
+        except BaseException as exc:  # raised again on the main thread
+            self._ahead_error = exc
+
+    def _consume(self, chosen: list[int]) -> None:
+        rows = [i for i, live in enumerate(self.live) if live]
+        pairs = [(self.matchers[i], chosen[i]) for i in rows]
+        for row, ok in zip(rows, self.grammar.executor.consume_token_par(pairs), strict=True):
+            if not ok or self.matchers[row].is_error():
+                self._release(row)
+
+    def _release(self, row: int) -> None:
+        self.live[row] = False
+        self.bitmask[row] = -1  # every token allowed from now on
+
+    def _fill(self) -> None:
+        targets = [(m, i) for i, m in enumerate(self.matchers) if self.live[i]]
+        if targets:
+            self.grammar.executor.unsafe_compute_mask_ptr(
+                targets,
+                self.bitmask.data_ptr(),
+                self.bitmask.shape[1] * 4,
+                self.bitmask.shape[0],
+            )
+
+    def _setup(self, device: Any) -> None:
+        import torch
+
+        words = (self.grammar.vocab_size + 31) // 32
+        # Pinned on a GPU, so that the copy of each step's masks does not wait for the CPU.
+        pinned = device.type == "cuda"
+        self.bitmask = torch.full(
+            (len(self.matchers), words), -1, dtype=torch.int32, pin_memory=pinned
+        )
+        self._bits = torch.arange(32, dtype=torch.int32, device=device)
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
-        if input_ids.shape[1] > self.prompt_width:
-            chosen = input_ids[:, -1].tolist()
-            pairs = [
-                (m, t) for m, t, live in zip(self.matchers, chosen, self.live, strict=True) if live
-            ]
-            rows = [i for i, live in enumerate(self.live) if live]
-            for row, ok in zip(rows, self.grammar.executor.consume_token_par(pairs), strict=True):
-                if not ok or self.matchers[row].is_error():
-                    self.live[row] = False
-        targets = [(m, i) for i, m in enumerate(self.matchers) if self.live[i]]
-        if not targets:
+        if self.bitmask is None:
+            self._setup(scores.device)
+        if self._ahead is not None:
+            # `generate` appends the same argmax, except padding in rows that have ended (their
+            # matchers took end-of-sequence and stopped), so the rows need no check.
+            self._ahead.join()
+            self._ahead = None
+            if self._ahead_error is not None:
+                raise self._ahead_error
+        else:
+            if self._copied is not None:
+                self._copied.synchronize()  # the buffer's last copy to the GPU is done
+            if input_ids.shape[1] > self.prompt_width:
+                self._consume(input_ids[:, -1].tolist())
+            self._fill()
+        if not any(self.live):
             return scores
-        self.bitmask.fill_(-1)
-        self.grammar.executor.unsafe_compute_mask_ptr(
-            targets,
-            self.bitmask.data_ptr(),
-            self.bitmask.shape[1] * 4,
-            self.bitmask.shape[0],
-        )
         # The packed mask (one bit a token) travels to the scores' device and is unpacked there.
         packed = self.bitmask.to(scores.device, non_blocking=True)
-        if self._bits.device != scores.device:
-            self._bits = self._bits.to(scores.device)
-        allowed = ((packed.unsqueeze(-1) >> self._bits) & 1).bool()
-        allowed = allowed.view(packed.shape[0], -1)[:, : scores.shape[1]]
-        dead = [i for i, live in enumerate(self.live) if not live]
-        if dead:
-            allowed[dead] = True
-        scores = scores.masked_fill(~allowed, float("-inf"))
+        if scores.is_cuda:
+            self._copied = torch.cuda.Event()
+            self._copied.record()
+        blocked = ((packed.unsqueeze(-1) >> self._bits) & 1) == 0
+        scores.masked_fill_(blocked.view(packed.shape[0], -1)[:, : scores.shape[1]], float("-inf"))
         written = input_ids.shape[1] - self.prompt_width
         close = self.grammar.close_id
         if self.reserve_from is not None and close is not None and written >= self.reserve_from:
@@ -167,7 +234,7 @@ class GrammarProcessor:
 TRIPLES_SCHEMA_TEXT = json.dumps(TRIPLES_SCHEMA)
 
 _TOKENIZERS: dict[int, Any] = {}
-_GRAMMARS: dict[tuple[int, str], JsonGrammar] = {}
+_GRAMMARS: dict[tuple[int, str | None], JsonGrammar] = {}
 _FACTS: dict[int, tuple[int | None, list[int]]] = {}
 _EXECUTOR: list[Any] = []
 _LOCK = threading.Lock()
@@ -193,9 +260,9 @@ def _executor(llg: Any) -> Any:
 
 
 def grammar_for(tokenizer: Any, vocab_size: int, schema: str | None = None) -> JsonGrammar:
-    """The grammar of `schema` (default: the triple list) for this Hugging Face tokenizer,
-    compiled once per process."""
-    schema = schema or TRIPLES_SCHEMA_TEXT
+    """The grammar of `schema` (default: the triple list, TRIPLES_GRAMMAR) for this Hugging Face
+    tokenizer, compiled once per process."""
+    schema = schema or None
     with _LOCK:
         key = id(tokenizer)
         if key not in _TOKENIZERS:

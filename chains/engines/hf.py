@@ -3,13 +3,15 @@
 It drives `model.generate` with left-padded batches of similar prompt lengths (wide on a GPU,
 with a static KV cache there), records one log-prob per chosen token (not the full vocabulary
 per step), constrains the answer to the triple-list grammar (chains/engines/grammar.py) unless
-a chain turns that off, and ends looping answers (chains/repeat_guard.py). Engines are cached
-per (model, adapter): loaded once per process, shared by every chain on that model; nothing a
-chain sets changes an engine (a chain's options travel with each call).
+a chain turns that off, and ends looping answers (chains/repeat_guard.py). On a GPU the
+grammar's masks for the next step are computed on CPU threads while the GPU runs the model.
+Engines are cached per (model, adapter): loaded once per process, shared by every chain on that
+model; nothing a chain sets changes an engine (a chain's options travel with each call).
 """
 
 import logging
 import time
+from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
 from triplesmith.chains.engines.base import (
@@ -42,17 +44,23 @@ class _GreedyLogprobs:
 
     Last in the processor list, it sees the final scores; the greedy choice is their argmax, so
     its normalised log-prob is `max - logsumexp`. This keeps one float per row and step instead
-    of `output_scores`' full vocabulary per step (49,152 floats for SmolLM2).
+    of `output_scores`' full vocabulary per step (49,152 floats for SmolLM2). With a grammar on
+    a GPU it also hands the choices to the grammar, which works out the next step's masks while
+    the model runs.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, grammar: GrammarProcessor | None = None) -> None:
         self.steps: list[Any] = []
+        self.grammar = grammar
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
         logits = scores.float()
-        self.steps.append(logits.max(dim=-1).values - torch.logsumexp(logits, dim=-1))
+        best = logits.max(dim=-1)
+        self.steps.append(best.values - torch.logsumexp(logits, dim=-1))
+        if self.grammar is not None and scores.is_cuda:
+            self.grammar.advance(best.indices.tolist())
         return scores
 
     def stacked(self) -> Any:
@@ -65,10 +73,18 @@ class HFEngine(Engine):
     """A loaded transformers model + tokenizer that turns chat prompts into greedy generations."""
 
     name = "transformers"
-    # transformers' KV cache kind; None is its dynamic cache. "static" preallocates the cache and
-    # makes transformers compile the decode step (CUDA graphs) on a GPU: it pays off only when
-    # batch shapes repeat (benchmarks/bench_engines.py measures both).
-    cache_implementation: str | None = None
+    # The KV cache on a GPU: "static" (preallocated for the chunk's prompts and budget) or
+    # "dynamic" (transformers' default, grown by concatenation every step); on a CPU always
+    # dynamic. The decode step is not compiled: transformers' compiled static cache is faster once
+    # compiled, but it compiles for about a minute per batch shape (benchmarks/RESULTS.md,
+    # "Engines").
+    gpu_cache: str = "static"
+    # On a GPU, whether attention may use cuDNN's kernel, which torch picks first on Hopper.
+    # Profiled on the H200, a cuDNN attention call costs far more CPU than the model's other
+    # operators (about 0.6 ms against 30 us for a matmul, profiler included), and the decode step
+    # is CPU-bound; False keeps to the flash / memory-efficient / math kernels. Not measured yet
+    # (benchmarks/bench_engines.py `hf-nocudnn`), so torch's choice stays the default.
+    cudnn_attention: bool = True
 
     def __init__(self, model: str = "smollm2", adapter: str | None = None) -> None:
         from triplesmith.models import load
@@ -128,9 +144,11 @@ class HFEngine(Engine):
         """The logits processors, in order: the grammar's mask, the loop rules (which may
         force closing tokens the grammar allows), then the log-prob recorder."""
         processors: list[Any] = []
+        grammar = None
         if options.constrained:
-            grammar = grammar_for(self.tokenizer, self.vocab_size, options.json_schema)
-            processors.append(GrammarProcessor(grammar, rows, prompt_width, budget))
+            compiled = grammar_for(self.tokenizer, self.vocab_size, options.json_schema)
+            grammar = GrammarProcessor(compiled, rows, prompt_width, budget)
+            processors.append(grammar)
         guard = None
         if options.stop_repeats or options.close_loops:
             guard = RepeatGuard(
@@ -141,9 +159,23 @@ class HFEngine(Engine):
                 strings=options.close_loops,
             )
             processors.append(guard)
-        chosen = _GreedyLogprobs()
+        chosen = _GreedyLogprobs(grammar)
         processors.append(chosen)
         return processors, guard, chosen
+
+    def _cache(self, prompt_width: int, budget: int) -> dict[str, Any]:
+        """`generate`'s cache arguments for a chunk: on a GPU a static cache sized to this
+        chunk (a static cache of transformers' own keeps the longest chunk's size for every
+        later call)."""
+        if not self.on_gpu or self.gpu_cache != "static":
+            return {}
+        from transformers import StaticCache
+        from transformers.generation import utils
+
+        cache = StaticCache(config=self.model.config, max_cache_len=prompt_width + budget)
+        # `generate` takes it as `cache` from transformers 5.24 on, `past_key_values` before.
+        name = "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+        return {name: cache}
 
     def _generate_chunk(
         self, texts: list[str], budgets: list[int], options: GenerationOptions
@@ -165,28 +197,29 @@ class HFEngine(Engine):
             pad_token_id=tok.pad_token_id,
             repetition_penalty=options.repetition_penalty,
             no_repeat_ngram_size=options.no_repeat_ngram_size,
+            disable_compile=True,
         )
-        if self.cache_implementation:
-            config.cache_implementation = self.cache_implementation
         processors, guard, chosen = self._processors(len(texts), prompt_width, budget, options)
-        with torch.inference_mode():
+        with torch.inference_mode(), self._attention():
             sequences = self.model.generate(
                 **enc,
+                **self._cache(prompt_width, budget),
                 generation_config=config,
                 logits_processor=processors,
                 stopping_criteria=[self._stop_when_cancelled],
             )
         if self.cancelled:
             raise ChainError(CANCELLED)
-        scores = chosen.stacked()
+        scores = chosen.stacked().tolist()
         new_tokens = sequences[:, prompt_width:].tolist()
+        tokens_in = enc["attention_mask"].sum(dim=1).tolist()
         eos_ids = set(self.eos_ids)
         elapsed = time.perf_counter() - started
         generations = []
         for row in range(len(texts)):
             ids, logprobs = [], []
             finish: FinishReason = "length"
-            for token, score in zip(new_tokens[row], scores[row].tolist(), strict=True):
+            for token, score in zip(new_tokens[row], scores[row], strict=True):
                 if token in eos_ids:
                     finish = "stop"
                     break
@@ -201,13 +234,22 @@ class HFEngine(Engine):
                     token_ids=ids,
                     pieces=pieces,
                     logprobs=logprobs,
-                    tokens_in=int(enc["attention_mask"][row].sum()),
+                    tokens_in=tokens_in[row],
                     tokens_out=len(ids),
                     latency_s=elapsed / len(texts),
                     finish_reason=finish,
                 )
             )
         return generations
+
+    def _attention(self) -> AbstractContextManager[Any]:
+        """The attention kernels `generate` may use (see `cudnn_attention`)."""
+        if not self.on_gpu or self.cudnn_attention:
+            return nullcontext()
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        kernels = [SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION, SDPBackend.MATH]
+        return sdpa_kernel(kernels)
 
     def _stop_when_cancelled(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
         """A `generate` stopping criterion: every row stops at the next step once cancelled."""
@@ -221,7 +263,19 @@ class HFEngine(Engine):
         )
 
     def _pieces(self, ids: list[int]) -> list[str]:
-        return token_pieces(lambda part: self.tokenizer.decode(part, skip_special_tokens=True), ids)
+        """Each token's text (see `token_pieces`): with a fast tokenizer, by its own incremental
+        detokenizer (the same algorithm in Rust, 6x faster for 634 answers)."""
+        backend = getattr(self.tokenizer, "backend_tokenizer", None)
+        try:
+            from tokenizers.decoders import DecodeStream
+        except ImportError:  # tokenizers before 0.21
+            backend = None
+        if backend is None or getattr(self.tokenizer, "clean_up_tokenization_spaces", False):
+            return token_pieces(
+                lambda part: self.tokenizer.decode(part, skip_special_tokens=True), ids
+            )
+        stream = DecodeStream(skip_special_tokens=True)
+        return [stream.step(backend, token) or "" for token in ids]
 
     def as_chat_model(self) -> Any:
         """The same model as a LangChain chat model (langchain-huggingface), for composition."""
