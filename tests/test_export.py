@@ -120,12 +120,14 @@ def test_a_q8_gguf_is_smaller_and_close_to_the_adapted_logits(trained, tmp_path)
     f16 = export_gguf(adapted, tmp_path / "f16.gguf", "f16")
     q8 = export_gguf(adapted, tmp_path / "q8.gguf", "q8_0")
     assert q8.stat().st_size < 0.6 * f16.stat().st_size
-    # logits run to about 20; 8-bit blocks move them by up to about half a unit on SmolLM2
-    for file, tolerance in ((f16, 0.05), (q8, 1.0)):
+    # Logits run to about 20: f16 keeps them to a few hundredths; 8-bit blocks move single
+    # logits by up to about one unit on SmolLM2, a tenth on average, and keep the next token.
+    for file, largest, mean in ((f16, 0.05, 0.01), (q8, 2.0, 0.2)):
         model = AutoModelForCausalLM.from_pretrained(tmp_path, gguf_file=file.name)
         got = logits_of(model, input_ids)
-        assert (got - expected).abs().max() < tolerance, file.name
-        assert got[0, -1].argmax() == expected[0, -1].argmax()
+        error = (got - expected).abs()
+        assert error.max() < largest and error.mean() < mean, (file.name, error.max(), error.mean())
+        assert got[0, -1].argmax() == expected[0, -1].argmax(), file.name
 
 
 # --- other bases, and refusals ----------------------------------------------------------------

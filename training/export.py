@@ -95,12 +95,12 @@ def merge_adapter(
         dtype = str(stored).removeprefix("torch.") if stored else "float32"
         dtype = dtype if dtype in DTYPES else "float32"
     model, tokenizer = load(ref.name, dtype=getattr(torch, dtype), device="cpu")
-    try:
-        tuned = PeftModel.from_pretrained(model, str(path))
-    except (ValueError, RuntimeError, KeyError) as exc:
-        raise ModelError(f"adapter {adapter!r} does not fit base {ref.name!r}: {exc}") from exc
-    with warnings.catch_warnings():  # peft calls transformers' deprecated names while merging
+    with warnings.catch_warnings():  # peft calls transformers' deprecated names
         warnings.simplefilter("ignore", FutureWarning)
+        try:
+            tuned = PeftModel.from_pretrained(model, str(path))
+        except (ValueError, RuntimeError, KeyError) as exc:
+            raise ModelError(f"adapter {adapter!r} does not fit base {ref.name!r}: {exc}") from exc
         merged = tuned.merge_and_unload()
     merged.eval()
     return Adapted(merged, tokenizer, ref, adapter, path, adapter_hash(path))
