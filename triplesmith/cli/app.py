@@ -46,7 +46,7 @@ def _root(
     level = logging.WARNING - 10 * min(verbose, 2)
     logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
     if verbose == 0:
-        for noisy in ("httpx", "transformers", "langsmith"):
+        for noisy in ("httpx", "transformers", "langsmith", "bitsandbytes"):
             logging.getLogger(noisy).setLevel(logging.ERROR)
 
 
