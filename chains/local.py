@@ -75,6 +75,10 @@ class LocalChain(ExtractionChain):
             finish_reason=result.finish_reason,
         )
         extraction.confidences = span_confidences(
-            result.text, result.pieces, result.logprobs, extraction.triples
+            result.text,
+            result.pieces,
+            result.logprobs,
+            extraction.triples,
+            self.options.confidence,  # type: ignore[arg-type]
         )
         return extraction

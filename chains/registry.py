@@ -179,6 +179,7 @@ def build_chain(
         close_loops=bool(opts.get("close_loops", True)),
         constrained=bool(opts.get("constrained", True)),
         batch_size=opts.get("batch_size"),  # type: ignore[arg-type]
+        confidence=str(opts.get("confidence", "mean")),
     )
     return LocalChain(str(spec), engine, shots=selector, options=options)
 

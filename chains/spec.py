@@ -24,6 +24,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, Field
 
+from triplesmith.chains.confidence import CONFIDENCES
 from triplesmith.errors import ChainError
 from triplesmith.providers import PROVIDERS as CHAT_PROVIDERS
 from triplesmith.providers import split_provider
@@ -51,7 +52,7 @@ class Option:
     `kinds` and `providers` both have to match (`providers` are where the chain runs: `local`,
     or `remote` for every chat provider, see `ChainSpec.provider`); `minimum`
     and `maximum` bound numbers (`above` makes the minimum exclusive); `prefixes` are the
-    allowed beginnings of a string; `why_not` explains the refusal on a provider it skips.
+    allowed beginnings of a string, `choices` its only values; `why_not` explains the refusal on a provider it skips.
     """
 
     type: type[OptionValue]
@@ -62,6 +63,7 @@ class Option:
     maximum: float | None = None
     above: bool = False
     prefixes: tuple[str, ...] = ()
+    choices: tuple[str, ...] = ()
     default: OptionValue | None = None
     why_not: str = ""
 
@@ -70,6 +72,8 @@ class Option:
         if self.type is bool:
             return "true or false"
         if self.type is str:
+            if self.choices:
+                return "one of " + ", ".join(self.choices)
             if self.prefixes:
                 return "a URL starting with " + " or ".join(self.prefixes)
             return "a non-empty string"
@@ -103,6 +107,8 @@ class Option:
             return raw.lower() in _TRUE
         if self.type is str:
             if not raw or not raw.startswith(self.prefixes or ("",)):
+                raise ValueError(raw)
+            if self.choices and raw not in self.choices:
                 raise ValueError(raw)
             return raw
         value = int(raw) if self.type is int else float(raw)
@@ -190,6 +196,15 @@ OPTIONS: dict[str, Option] = {
         providers=(LOCAL,),
         default=True,
         why_not=_LOCAL_ONLY,
+    ),
+    "confidence": Option(
+        str,
+        "a triple's confidence from its tokens' log-probs: their mean over the triple, over "
+        "its relation only, the least likely token, or their sum (chains/confidence.py)",
+        providers=(LOCAL,),
+        choices=CONFIDENCES,
+        default="mean",
+        why_not="remote chains' confidences are the mean over the triple",
     ),
     "temperature": Option(
         float,

@@ -139,6 +139,8 @@ def valid_value(name: str) -> st.SearchStrategy:
     option = OPTIONS[name]
     if option.type is bool:
         return st.booleans()
+    if option.type is str and option.choices:
+        return st.sampled_from(option.choices)
     if option.type is str:
         return WORD.map(lambda w: f"http://{w}") if option.prefixes else WORD
     low = option.minimum if option.minimum is not None else 0

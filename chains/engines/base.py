@@ -40,6 +40,8 @@ class GenerationOptions:
     `stop_repeats` ends a JSON answer at its first repeated item, `close_loops` closes a JSON
     string that has started to repeat a phrase (both: chains/repeat_guard.py). `batch_size` is
     the chain's own cap on rows per batch (None: the engine's default for its device).
+    `confidence` is how the chain turns the answer's log-probs into each triple's confidence
+    (chains/confidence.py): not decoding, but it changes the stored answers.
     """
 
     max_new_tokens: int | None = None
@@ -50,6 +52,7 @@ class GenerationOptions:
     constrained: bool = True
     json_schema: str | None = None
     batch_size: int | None = None
+    confidence: str = "mean"
 
     def budget(self, sentence_tokens: int) -> int:
         """New-token budget: room for several triples of a sentence this long, bounded."""
@@ -67,6 +70,8 @@ class GenerationOptions:
             "close_loops": self.close_loops,
             "constrained": self.constrained,
             **({"json_schema": self.json_schema} if self.json_schema else {}),
+            # Only when not the default, so that earlier stored experiments keep their keys.
+            **({"confidence": self.confidence} if self.confidence != "mean" else {}),
         }
 
 
