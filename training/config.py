@@ -24,6 +24,7 @@ from triplesmith.training.attention import (
     choose_attention,
     varlen_available,
 )
+from triplesmith.training.format import Nary
 from triplesmith.training.kernels import choose_kernels, liger_support
 from triplesmith.training.machine import Machine, ModelShape, local_rank, world_size
 
@@ -59,6 +60,39 @@ class LoraSettings(BaseModel):
     target_modules: list[str] | Literal["all-linear"] = "all-linear"
 
 
+# `--lora-targets attention`: the attention projections of Llama-family bases (SmolLM2's too).
+ATTENTION_MODULES = ["q_proj", "k_proj", "v_proj", "o_proj"]
+
+
+def lora_settings(
+    r: int | None = None,
+    alpha: int | None = None,
+    targets: str | None = None,
+    base: LoraSettings | None = None,
+) -> LoraSettings:
+    """`base` (default: `LoraSettings()`) with a new rank, alpha (default: twice the rank when
+    the rank is given) and targets: `all-linear`, `attention` (`ATTENTION_MODULES`) or module
+    names separated by commas."""
+    base = base or LoraSettings()
+    update: dict[str, Any] = {}
+    if r is not None:
+        update["r"] = r
+        update["alpha"] = 2 * r
+    if alpha is not None:
+        update["alpha"] = alpha
+    if targets is not None:
+        if targets == "all-linear":
+            update["target_modules"] = "all-linear"
+        elif targets == "attention":
+            update["target_modules"] = list(ATTENTION_MODULES)
+        else:
+            names = [name.strip() for name in targets.split(",") if name.strip()]
+            if not names:
+                raise TrainingError("--lora-targets: give all-linear, attention or module names")
+            update["target_modules"] = names
+    return LoraSettings(**{**base.model_dump(), **update})
+
+
 class TrainConfig(BaseModel):
     """One `triplesmith train` run. `None` on a decision field means: decide from the machine."""
 
@@ -81,6 +115,9 @@ class TrainConfig(BaseModel):
     logging_steps: int = Field(1, gt=0)
     seed: int = 0
     lora: LoraSettings = Field(default_factory=LoraSettings)
+    # CaRB's n-ary tuples as training targets: joined into the object, extra arguments dropped,
+    # or one triple per extra argument (training/format.py).
+    nary: Nary = "join"
     lr_scheduler: str = "cosine"
     warmup_ratio: float = Field(0.03, ge=0.0, lt=1.0)
     weight_decay: float = Field(0.0, ge=0.0)

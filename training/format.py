@@ -6,6 +6,11 @@ the reference workflow trained Llama-2). Either way the dataset has `prompt` and
 columns, so TRL's `completion_only_loss` (on by default for such datasets) trains on the
 assistant answer alone.
 
+CaRB's gold tuples are n-ary (`meta["carb_tuples"]`); the triple view joins the extra
+arguments into the object. `nary` chooses the training targets made from them: `join` (that
+view), `drop` (the first object only) or `split` (one triple per extra argument). Triples of
+examples without CaRB tuples, and those not from a tuple (BenchIE's), are kept as they are.
+
 Examples longer than `max_seq_len` tokens are refused, not truncated: a cut-off answer is
 broken JSON, and training on it teaches the model to stop mid-list.
 """
@@ -14,16 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 
 from triplesmith.chains.prompt import SYSTEM_PROMPT, answer_text, build_messages, user_text
 from triplesmith.data.registry import load_dataset
 from triplesmith.errors import TrainingError
-from triplesmith.schema import Example
+from triplesmith.schema import Example, Triple
 
 LLAMA2_PROMPT = "[INST] <<SYS>>\n{system}\n<</SYS>>\n\n{user} [/INST]"
+Nary = Literal["join", "drop", "split"]
 
 
 class TrainingData(BaseModel):
@@ -63,9 +69,31 @@ def llama2_prompt(sentence: str) -> str:
     return LLAMA2_PROMPT.format(system=SYSTEM_PROMPT, user=user_text(sentence))
 
 
-def format_example(example: Example, fmt: str) -> dict[str, Any]:
+def training_triples(example: Example, nary: Nary = "join") -> list[Triple]:
+    """The example's triples with each CaRB tuple's joined view replaced as `nary` says."""
+    tuples = example.meta.get("carb_tuples")
+    if nary == "join" or not tuples:
+        return list(example.triples)
+    views: dict[Triple, list[Triple]] = {}
+    for item in tuples:
+        relation, args = item.get("relation", ""), [arg for arg in item.get("args", []) if arg]
+        if not relation or len(args) < 2:
+            continue  # no triple view (data/carb.py)
+        subject, objects = args[0], args[1:]
+        joined = Triple(s=subject, relation=relation, object=" ".join(objects))
+        kept = objects[:1] if nary == "drop" else objects
+        views.setdefault(joined, [Triple(s=subject, relation=relation, object=o) for o in kept])
+    out: list[Triple] = []
+    for triple in example.triples:
+        for target in views.get(triple, [triple]):
+            if target not in out:
+                out.append(target)
+    return out
+
+
+def format_example(example: Example, fmt: str, nary: Nary = "join") -> dict[str, Any]:
     """One prompt/completion record: conversational for `chat`, plain text for `llama2`."""
-    answer = answer_text(example.triples)
+    answer = answer_text(training_triples(example, nary))
     if fmt == "chat":
         return {
             "prompt": build_messages(example.sentence),
@@ -77,11 +105,11 @@ def format_example(example: Example, fmt: str) -> dict[str, Any]:
     raise TrainingError(f"unknown format {fmt!r}; use chat or llama2")
 
 
-def build_dataset(examples: Sequence[Example], fmt: str) -> Any:
+def build_dataset(examples: Sequence[Example], fmt: str, nary: Nary = "join") -> Any:
     """A `datasets.Dataset` with `prompt` and `completion` columns, in example order."""
     from datasets import Dataset
 
-    return Dataset.from_list([format_example(example, fmt) for example in examples])
+    return Dataset.from_list([format_example(example, fmt, nary) for example in examples])
 
 
 def check_template(tokenizer: Any, fmt: str, base: str) -> None:
@@ -92,11 +120,13 @@ def check_template(tokenizer: Any, fmt: str, base: str) -> None:
         )
 
 
-def token_lengths(examples: Sequence[Example], tokenizer: Any, fmt: str) -> list[int]:
+def token_lengths(
+    examples: Sequence[Example], tokenizer: Any, fmt: str, nary: Nary = "join"
+) -> list[int]:
     """Each example's prompt+completion length in tokens, tokenized the way TRL will."""
     lengths = []
     for example in examples:
-        record = format_example(example, fmt)
+        record = format_example(example, fmt, nary)
         if fmt == "chat":
             ids = tokenizer.apply_chat_template(
                 record["prompt"] + record["completion"], tokenize=True, return_dict=True

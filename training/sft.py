@@ -77,6 +77,7 @@ RESUME_FIXED = (
     "base",
     "dataset",
     "format",
+    "nary",
     "lora",
     "max_seq_len",
     "batch_size",
@@ -369,7 +370,7 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
     if tokenizer.pad_token is None:
         tokenizer.pad_token = tokenizer.eos_token
     check_template(tokenizer, config.format, config.base)
-    lengths = token_lengths(data.examples, tokenizer, config.format)
+    lengths = token_lengths(data.examples, tokenizer, config.format, config.nary)
     check_lengths(data.examples, lengths, config.max_seq_len)
     log.info("plan: %s", plan)
 
@@ -413,7 +414,7 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
         trainer = SFTTrainer(
             model=model,
             args=args,
-            train_dataset=build_dataset(data.examples, config.format),
+            train_dataset=build_dataset(data.examples, config.format, config.nary),
             processing_class=tokenizer,
             peft_config=lora,
             callbacks=[progress] if main else [],

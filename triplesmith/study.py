@@ -49,6 +49,12 @@ class StudyConfig(BaseModel):
     learning_rate: float | None = Field(None, gt=0, lt=1)
     max_seq_len: int | None = Field(None, ge=16, le=131072)
     group_by_length: bool | None = None  # batches of similar lengths: less padding
+    # LoRA's shape (None: TrainConfig's; alpha defaults to twice a given rank) and CaRB's n-ary
+    # tuples as targets (join, drop, split: training/format.py)
+    lora_r: int | None = Field(None, ge=1, le=4096)
+    lora_alpha: int | None = Field(None, ge=1, le=65536)
+    lora_targets: str | None = Field(None, min_length=1)  # all-linear, attention, or names
+    nary: Literal["join", "drop", "split"] = "join"
     # the chains
     k: int | None = Field(None, ge=0, le=64)  # few-shot examples; default: settings.few_shot_k
     max_new_tokens: int | None = Field(None, ge=1, le=4096)
@@ -229,9 +235,10 @@ def _train(
 ) -> bool:
     """Train the adapter with this training seed (the data and split stay fixed), or reuse the
     one whose inputs match. Returns True when reused."""
-    from triplesmith.training.config import TrainConfig
+    from triplesmith.training.config import TrainConfig, lora_settings
     from triplesmith.training.sft import train
 
+    lora = (config.lora_r, config.lora_alpha, config.lora_targets)
     train_config = TrainConfig.from_preset(
         "default",
         base=config.base,
@@ -245,6 +252,8 @@ def _train(
         learning_rate=config.learning_rate,
         max_seq_len=config.max_seq_len,
         group_by_length=config.group_by_length,
+        lora=lora_settings(*lora) if any(value is not None for value in lora) else None,
+        nary=config.nary,
         seed=seed,
     )
     stage = _train_stage(seed)

@@ -77,6 +77,17 @@ def register(app: typer.Typer) -> None:
         epochs: float | None = typer.Option(None, help="Training epochs."),
         max_steps: int | None = typer.Option(None, help="Training steps (overrides epochs)."),
         max_seq_len: int | None = typer.Option(None, help="Longest training example in tokens."),
+        learning_rate: float | None = typer.Option(None, help="Training learning rate."),
+        batch_size: int | None = typer.Option(None, help="Training batch size."),
+        lora_r: int | None = typer.Option(None, help="LoRA rank (default 16)."),
+        lora_alpha: int | None = typer.Option(None, help="LoRA alpha (default: twice the rank)."),
+        lora_targets: str | None = typer.Option(
+            None, help="LoRA targets: all-linear (default), attention, or module names."
+        ),
+        nary: str | None = typer.Option(
+            None,
+            help="CaRB's n-ary tuples as training targets: join (default), drop or split.",
+        ),
         limit: int | None = typer.Option(None, help="Evaluate on the first N test sentences only."),
         k: int | None = typer.Option(None, help="Few-shot examples."),
         seeds: int | None = typer.Option(
@@ -129,6 +140,12 @@ def register(app: typer.Typer) -> None:
             epochs=epochs,
             max_steps=max_steps,
             max_seq_len=max_seq_len,
+            learning_rate=learning_rate,
+            batch_size=batch_size,
+            lora_r=lora_r,
+            lora_alpha=lora_alpha,
+            lora_targets=lora_targets,
+            nary=nary,
             limit=limit,
             k=k,
             seeds=seeds,

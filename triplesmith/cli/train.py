@@ -43,6 +43,12 @@ class FormatChoice(StrEnum):
     llama2 = "llama2"
 
 
+class NaryChoice(StrEnum):
+    join = "join"
+    drop = "drop"
+    split = "split"
+
+
 class AdapterDTypeChoice(StrEnum):
     float32 = "float32"
     bfloat16 = "bfloat16"
@@ -90,6 +96,22 @@ def train(
         "--format",
         help="chat (the base's chat template) or llama2 ([INST] <<SYS>> tokens).",
     ),
+    nary: NaryChoice = typer.Option(
+        NaryChoice.join,
+        "--nary",
+        help="CaRB's n-ary tuples as targets: join (extra arguments joined into the object), "
+        "drop (the first object only) or split (one triple per extra argument).",
+    ),
+    lora_r: int | None = typer.Option(None, "--lora-r", min=1, help="LoRA rank (default 16)."),
+    lora_alpha: int | None = typer.Option(
+        None, "--lora-alpha", min=1, help="LoRA alpha (default: twice the rank)."
+    ),
+    lora_targets: str | None = typer.Option(
+        None,
+        "--lora-targets",
+        help="all-linear (default), attention (q/k/v/o projections) or module names, "
+        "comma-separated.",
+    ),
     kernels: bool | None = typer.Option(
         None,
         "--kernels/--no-kernels",
@@ -129,7 +151,7 @@ def train(
 ) -> None:
     """Fine-tune a LoRA/QLoRA adapter with TRL's SFTTrainer; write OUT with manifest.json."""
     try:
-        from triplesmith.training.config import TrainConfig
+        from triplesmith.training.config import PRESETS, TrainConfig, lora_settings
         from triplesmith.training.machine import world_size
         from triplesmith.training.sft import train as run_training
 
@@ -148,6 +170,10 @@ def train(
             out=out,
             method=method.value if method else None,
             format=fmt.value,
+            nary=nary.value,
+            lora=None
+            if lora_r is None and lora_alpha is None and lora_targets is None
+            else lora_settings(lora_r, lora_alpha, lora_targets, PRESETS[preset.value].get("lora")),
             epochs=epochs,
             max_steps=max_steps,
             learning_rate=lr,
