@@ -141,7 +141,8 @@ s)
         --carb-dir .carry/ds/carb --benchie-dir .carry/ds/benchie --out /tmp/sweep \
         ${SWEEP_ARGS:-} 2>&1 | grep -v "it/s]" | tee -a /tmp/sweep.log
     rc=${PIPESTATUS[0]}
-    cp /tmp/sweep.log /tmp/sweep/sweep.json "$OUT/" 2>/dev/null
+    cp /tmp/sweep.log /tmp/sweep/sweep.json /tmp/sweep/choice.json /tmp/sweep/choice-args \
+        "$OUT/" 2>/dev/null
     say "sweep exit status $rc"
     exit "$rc"
     ;;

@@ -12,8 +12,9 @@ from triplesmith.schema import Triple
 class Extraction(BaseModel):
     """One chain's answer for one sentence.
 
-    `confidences[i]` is the mean token log-probability of `triples[i]`'s span when the model
-    gave log-probs (the `hf` chain does), else None. `error` is set, and `triples` empty, when
+    `confidences[i]` is `triples[i]`'s confidence from its tokens' log-probs (their mean over its
+    span by default; `+confidence=`, chains/confidence.py) when the model gave log-probs (the `hf`
+    chain does), else None. `error` is set, and `triples` empty, when
     the model call failed; a batch keeps going past such a sentence. `finish_reason` says why a
     local model's answer ended: `stop` (by itself), `length` (the token budget), `repeat` (a
     loop rule cut it at a repeated item); None when the model does not say.
