@@ -7,18 +7,24 @@ recorded.
         ...
     fake.requests_to("POST /sessions")[0].json["reference_dataset_id"]
 
-Routes: `GET /info`; `GET|POST /datasets`, `GET /datasets/{id}`; `POST /examples/bulk`,
-`GET /examples`; `GET|POST /sessions`, `GET|PATCH /sessions/{id}`; `POST /runs/multipart`,
+Routes: `GET /info`; `GET|POST /datasets`, `GET /datasets/{id}`, `GET /datasets/{id}/version`,
+`GET /datasets/{id}/versions`, `PUT /datasets/{id}/tags`; `POST|PATCH /examples/bulk`,
+`GET|DELETE /examples`; `GET|POST /sessions`, `GET|PATCH /sessions/{id}`; `POST /runs/multipart`,
 `POST /runs/batch`, `POST /runs`, `PATCH /runs/{id}`; `POST /feedback`. Anything else is a 404
 (recorded, so a test can see it).
+
+Datasets are versioned as LangSmith does it: every change to a dataset's examples (create,
+update, delete) makes a version named by its timestamp (`as_of`); a tag names one version, and
+`GET /examples?as_of=` reads a version by tag or timestamp (`latest` is the newest).
 """
 
+import copy
 import json
 import re
 import threading
 import uuid
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from email.parser import BytesParser
 from email.policy import HTTP
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -48,8 +54,13 @@ ROUTES = {
     "GET /datasets": re.compile(r"/datasets"),
     "POST /datasets": re.compile(r"/datasets"),
     "GET /datasets/{id}": re.compile(r"/datasets/(?P<id>[0-9a-f-]{36})"),
+    "GET /datasets/{id}/version": re.compile(r"/datasets/(?P<id>[0-9a-f-]{36})/version"),
+    "GET /datasets/{id}/versions": re.compile(r"/datasets/(?P<id>[0-9a-f-]{36})/versions"),
+    "PUT /datasets/{id}/tags": re.compile(r"/datasets/(?P<id>[0-9a-f-]{36})/tags"),
     "POST /examples/bulk": re.compile(r"/examples/bulk"),
+    "PATCH /examples/bulk": re.compile(r"/examples/bulk"),
     "GET /examples": re.compile(r"/examples"),
+    "DELETE /examples": re.compile(r"/examples"),
     "GET /sessions": re.compile(r"/sessions"),
     "POST /sessions": re.compile(r"/sessions"),
     "GET /sessions/{id}": re.compile(r"/sessions/(?P<id>[0-9a-f-]{36})"),
@@ -108,6 +119,11 @@ class FakeLangSmith:
         self.sessions: dict[str, dict[str, Any]] = {}
         self.runs: dict[str, dict[str, Any]] = {}
         self.feedback: list[dict[str, Any]] = []
+        # Per dataset: its versions, oldest first ({"as_of", "examples": {id: example}}), and
+        # its tags (tag -> as_of).
+        self.versions: dict[str, list[dict[str, Any]]] = {}
+        self.tags: dict[str, dict[str, str]] = {}
+        self._clock = datetime.now(UTC)
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
 
@@ -131,6 +147,42 @@ class FakeLangSmith:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
+
+    def version_examples(self, dataset_id: str, as_of: str = "latest") -> list[dict[str, Any]]:
+        """The examples of one version of a dataset (by tag or timestamp)."""
+        version = self._version(dataset_id, as_of)
+        return list(version["examples"].values()) if version else []
+
+    # -- versions -----------------------------------------------------------------------------
+
+    def _tick(self) -> str:
+        """A timestamp later than every earlier one (each change is its own version)."""
+        self._clock = max(datetime.now(UTC), self._clock + timedelta(microseconds=1))
+        return self._clock.isoformat()
+
+    def _new_version(self, dataset_id: str) -> None:
+        as_of = self._tick()
+        current = {k: v for k, v in self.examples.items() if v["dataset_id"] == dataset_id}
+        self.versions.setdefault(dataset_id, []).append(
+            {"as_of": as_of, "examples": copy.deepcopy(current)}
+        )
+        self.datasets[dataset_id].update(modified_at=as_of, example_count=len(current))
+
+    def _version(self, dataset_id: str, as_of: str) -> dict[str, Any] | None:
+        versions = self.versions.get(dataset_id, [])
+        if as_of == "latest":
+            return versions[-1] if versions else None
+        tagged = self.tags.get(dataset_id, {}).get(as_of)
+        try:
+            moment = datetime.fromisoformat(tagged or as_of)
+        except ValueError:
+            return None
+        older = [v for v in versions if datetime.fromisoformat(v["as_of"]) <= moment]
+        return older[-1] if older else None
+
+    def _version_body(self, dataset_id: str, version: dict[str, Any]) -> dict[str, Any]:
+        tags = [t for t, at in self.tags.get(dataset_id, {}).items() if at == version["as_of"]]
+        return {"as_of": version["as_of"], "tags": tags}
 
     # -- the API ------------------------------------------------------------------------------
 
@@ -162,8 +214,27 @@ class FakeLangSmith:
         if route == "GET /datasets/{id}":
             dataset = self.datasets.get(ids["id"])
             return (200, dataset) if dataset else (404, {"detail": "Dataset not found"})
+        if route in ("GET /datasets/{id}/version", "GET /datasets/{id}/versions"):
+            if ids["id"] not in self.datasets:
+                return 404, {"detail": "Dataset not found"}
+            if route.endswith("versions"):
+                found = reversed(self.versions.get(ids["id"], []))
+                return 200, [self._version_body(ids["id"], v) for v in found]
+            wanted = query.get("tag") or query.get("as_of") or "latest"
+            version = self._version(ids["id"], wanted)
+            if version is None:
+                return 404, {"detail": f"Dataset version {wanted} not found"}
+            return 200, self._version_body(ids["id"], version)
+        if route == "PUT /datasets/{id}/tags":
+            moment = datetime.fromisoformat(body["as_of"])
+            versions = self.versions.get(ids["id"], [])
+            if not any(datetime.fromisoformat(v["as_of"]) == moment for v in versions):
+                return 404, {"detail": f"No version of dataset {ids['id']} at {body['as_of']}"}
+            exact = next(v for v in versions if datetime.fromisoformat(v["as_of"]) == moment)
+            self.tags.setdefault(ids["id"], {})[body["tag"]] = exact["as_of"]
+            return 200, self._version_body(ids["id"], exact)
         if route == "POST /examples/bulk":
-            created = []
+            created, touched = [], set()
             for item in body:
                 if item["dataset_id"] not in self.datasets:
                     return 404, {"detail": f"Dataset {item['dataset_id']} not found"}
@@ -177,11 +248,49 @@ class FakeLangSmith:
                     "modified_at": _now(),
                 }
                 self.examples[example["id"]] = example
-                self.datasets[item["dataset_id"]]["example_count"] += 1
+                touched.add(item["dataset_id"])
                 created.append(example)
+            for dataset_id in touched:
+                self._new_version(dataset_id)
             return 200, created
+        if route == "PATCH /examples/bulk":
+            touched = set()
+            for item in body:
+                example = self.examples.get(item["id"])
+                if example is None:
+                    return 404, {"detail": f"Example {item['id']} not found"}
+                for part in ("inputs", "outputs", "metadata"):
+                    if part in item:
+                        example[part] = item[part]
+                example["modified_at"] = _now()
+                touched.add(example["dataset_id"])
+            for dataset_id in touched:
+                self._new_version(dataset_id)
+            ids_ = [item["id"] for item in body]
+            return 200, {"message": f"{len(ids_)} examples updated", "example_ids": ids_}
+        if route == "DELETE /examples":
+            doomed = req.query.get("example_ids", [])
+            touched = {self.examples[i]["dataset_id"] for i in doomed if i in self.examples}
+            for example_id in doomed:
+                self.examples.pop(example_id, None)
+            for dataset_id in touched:
+                self._new_version(dataset_id)
+            return 200, {"message": f"{len(doomed)} examples deleted"}
         if route == "GET /examples":
-            rows = [e for e in self.examples.values() if e["dataset_id"] == query.get("dataset")]
+            dataset_id = query.get("dataset")
+            if "as_of" in query:
+                version = self._version(dataset_id, query["as_of"])
+                if version is None and self.versions.get(dataset_id):
+                    return 404, {"detail": f"Dataset version {query['as_of']} not found"}
+                rows = list(version["examples"].values()) if version else []
+            else:
+                rows = [e for e in self.examples.values() if e["dataset_id"] == dataset_id]
+            if splits := req.query.get("splits"):
+                rows = [
+                    e
+                    for e in rows
+                    if set((e.get("metadata") or {}).get("dataset_split") or ["base"]) & set(splits)
+                ]
             offset, limit = int(query.get("offset", 0)), int(query.get("limit", 100))
             return 200, rows[offset : offset + limit]
         if route == "GET /sessions":
@@ -248,6 +357,12 @@ class _Handler(BaseHTTPRequestHandler):
         self._handle()
 
     def do_PATCH(self) -> None:
+        self._handle()
+
+    def do_PUT(self) -> None:
+        self._handle()
+
+    def do_DELETE(self) -> None:
         self._handle()
 
     def _read_body(self) -> bytes:

@@ -19,7 +19,7 @@ from triplesmith.chains.extraction import Extraction
 from triplesmith.cli.app import main
 from triplesmith.cli.extract import errors_path
 from triplesmith.evaluators.base import FailedRunError, safe_evaluate, summarise_all
-from triplesmith.evaluators.langsmith_adapter import row_evaluator
+from triplesmith.evaluators.langsmith_adapter import reference_evaluator
 from triplesmith.evaluators.registry import get_evaluators
 from triplesmith.evaluators.triple_f1 import TripleF1Evaluator
 from triplesmith.experiments.compare import compare
@@ -149,12 +149,14 @@ def test_no_evaluator_scores_a_failed_run() -> None:
 
 
 def test_the_langsmith_row_evaluator_gives_a_failed_run_no_results() -> None:
+    from langsmith.evaluation import run_evaluator
     from test_langsmith_adapter import ls_example, ls_run
 
-    evaluate_row = row_evaluator(TripleF1Evaluator())
-    assert evaluate_row(ls_run(None, error="ConnectionError"), ls_example("a")) == {"results": []}
-    partial = ls_run({"triples": [], "raw": ""}, error="timeout after the answer began")
-    assert evaluate_row(partial, ls_example("a")) == {"results": []}
+    evaluator = run_evaluator(reference_evaluator(TripleF1Evaluator()))
+    failed = ls_run(None, error="ConnectionError")  # the target raised: no outputs
+    assert evaluator.evaluate_run(failed, ls_example("a"))["results"] == []
+    caught = ls_run({"triples": [], "raw": "", "error": "timeout after the answer began"})
+    assert evaluator.evaluate_run(caught, ls_example("a"))["results"] == []
 
 
 def test_a_rerun_replaces_a_failed_row_but_never_a_finished_one(tmp_path: Path) -> None:

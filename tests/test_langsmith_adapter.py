@@ -1,5 +1,6 @@
 import datetime
 import http.server
+import inspect
 import json
 import threading
 import uuid
@@ -15,9 +16,9 @@ from triplesmith.evaluators.format_validity import FormatEvaluator
 from triplesmith.evaluators.langsmith_adapter import (
     example_from_langsmith,
     langsmith_evaluators,
+    metadata_evaluator,
     outputs_from_run,
     reference_evaluator,
-    row_evaluator,
     summary_evaluator,
 )
 from triplesmith.evaluators.triple_f1 import TripleF1Evaluator
@@ -29,15 +30,26 @@ DATASET_ID = uuid.uuid4()
 
 
 def ls_example(
-    triplesmith_id: str = "carb-7", sentence: str = "Obama was born in Hawaii.", **metadata
+    triplesmith_id: str = "carb-7", sentence: str = "Obama was born in Hawaii.", **meta
 ) -> schemas.Example:
-    """A LangSmith example as `push_dataset` writes it."""
+    """A LangSmith example as `push_dataset` writes it: benchmark metadata in its outputs."""
     return schemas.Example(
         id=uuid.uuid4(),
         dataset_id=DATASET_ID,
         inputs={"sentence": sentence},
+        outputs={"triples": [BORN], **meta},
+        metadata={"triplesmith_id": triplesmith_id, "source": "carb"},
+    )
+
+
+def old_example(triplesmith_id: str = "carb-7", **meta) -> schemas.Example:
+    """A LangSmith example as earlier versions pushed it: benchmark metadata in its metadata."""
+    return schemas.Example(
+        id=uuid.uuid4(),
+        dataset_id=DATASET_ID,
+        inputs={"sentence": "Obama was born in Hawaii."},
         outputs={"triples": [BORN]},
-        metadata={"triplesmith_id": triplesmith_id, "source": "carb", **metadata},
+        metadata={"triplesmith_id": triplesmith_id, "source": "carb", **meta},
     )
 
 
@@ -66,14 +78,15 @@ def as_results(response: dict) -> dict[str, EvaluationResult]:
 
 
 def test_a_langsmith_example_converts_back_to_ours():
-    example = example_from_langsmith(ls_example(benchie_clusters=CLUSTERS))
-    assert example == Example(
+    ours = Example(
         id="carb-7",
         sentence="Obama was born in Hawaii.",
         triples=[Triple.model_validate(BORN)],
         source="carb",
         meta={"benchie_clusters": CLUSTERS},
     )
+    assert example_from_langsmith(ls_example(benchie_clusters=CLUSTERS)) == ours
+    assert example_from_langsmith(old_example(benchie_clusters=CLUSTERS)) == ours
 
 
 def test_a_failed_run_reads_as_an_empty_failed_extraction():
@@ -83,24 +96,48 @@ def test_a_failed_run_reads_as_an_empty_failed_extraction():
     }
 
 
-def test_row_evaluator_goes_through_langsmith_coercion():
-    evaluator = run_evaluator(row_evaluator(TripleF1Evaluator(threshold=85)))
+def test_reference_evaluator_goes_through_langsmith_coercion():
+    evaluator = run_evaluator(reference_evaluator(TripleF1Evaluator(threshold=85)))
     response = evaluator.evaluate_run(ls_run({"triples": [BORN]}), ls_example())
     scores = {r.key: r.score for r in response["results"]}
     assert scores == {"triple_precision": 1.0, "triple_recall": 1.0, "triple_f1": 1.0}
     assert response["results"][0].comment == "1 matched of 1 predicted, 1 gold"
 
 
-def test_row_evaluator_reads_benchmark_metadata():
-    row = row_evaluator(BenchieEvaluator())
-    assert row(ls_run({"triples": [BORN]}), ls_example())["results"] == []
-    results = as_results(row(ls_run({"triples": [BORN]}), ls_example(benchie_clusters=CLUSTERS)))
-    assert results["benchie_example_f1"].score == 1.0
+def test_a_failed_run_gets_no_results_through_langsmith():
+    # LangSmith hands the documented form `run.outputs or {}`: no outputs, the target raised.
+    evaluator = run_evaluator(reference_evaluator(TripleF1Evaluator()))
+    response = evaluator.evaluate_run(ls_run(None, error="ConnectionError"), ls_example())
+    assert response["results"] == []
+
+
+def test_the_metadata_form_reads_benchmark_metadata_kept_in_example_metadata():
+    run = ls_run({"triples": [BORN]})
+    old = run_evaluator(metadata_evaluator(BenchieEvaluator()))
+    assert old.evaluate_run(run, old_example())["results"] == []
+    results = {
+        r.key: r.score
+        for r in old.evaluate_run(run, old_example(benchie_clusters=CLUSTERS))["results"]
+    }
+    assert results["benchie_example_f1"] == 1.0
+    # The documented form reads the same data from the reference outputs.
+    new = run_evaluator(reference_evaluator(BenchieEvaluator()))
+    results = {
+        r.key: r.score
+        for r in new.evaluate_run(run, ls_example(benchie_clusters=CLUSTERS))["results"]
+    }
+    assert results["benchie_example_f1"] == 1.0
 
 
 def test_an_evaluator_error_becomes_an_error_result_not_an_exception():
-    row = row_evaluator(TripleF1Evaluator())
-    results = as_results(row(ls_run({"triples": "Obama born Hawaii"}), ls_example()))
+    row = reference_evaluator(TripleF1Evaluator())
+    results = as_results(
+        row(
+            {"sentence": "Obama was born in Hawaii."},
+            {"triples": "Obama born Hawaii"},
+            {"triples": [BORN]},
+        )
+    )
     assert set(results) == {"triple_precision", "triple_recall", "triple_f1"}
     for result in results.values():
         assert result.score is None
@@ -112,9 +149,10 @@ def test_a_bad_example_becomes_an_error_result():
     broken = schemas.Example(
         id=uuid.uuid4(), dataset_id=DATASET_ID, inputs={"text": "no sentence key"}, outputs={}
     )
-    results = as_results(row_evaluator(FormatEvaluator())(ls_run({"triples": []}), broken))
-    assert results["format"].extra == {"error": True}
-    assert "inputs.sentence" in results["format"].comment
+    evaluator = run_evaluator(reference_evaluator(FormatEvaluator()))
+    (result,) = evaluator.evaluate_run(ls_run({"triples": []}), broken)["results"]
+    assert result.key == "format" and result.extra == {"error": True}
+    assert "inputs.sentence" in result.comment
 
 
 def test_reference_evaluator_takes_the_openevals_signature():
@@ -138,19 +176,41 @@ def test_reference_evaluator_reads_benchmark_data_from_reference_outputs():
 
 
 def test_summary_evaluator_gives_corpus_figures_over_the_runs_that_answered():
-    # Both examples hold the same gold triple; the second sentence's run failed, so it is left
-    # out of the corpus figures rather than counted as an empty answer.
-    examples = [ls_example("a"), ls_example("b", sentence="Obama, born in Hawaii, spoke.")]
-    runs = [ls_run({"triples": [BORN]}), ls_run(None, error="timeout")]
-    results = as_results(summary_evaluator(CarbEvaluator())(runs, examples))
+    # Both examples hold the same gold triple; the second sentence's run failed (LangSmith
+    # hands it over as `{}`), so it is left out rather than counted as an empty answer.
+    sentences = ["Obama was born in Hawaii.", "Obama, born in Hawaii, spoke."]
+    results = as_results(
+        summary_evaluator(CarbEvaluator())(
+            inputs=[{"sentence": s} for s in sentences],
+            outputs=[{"triples": [BORN]}, {}],
+            reference_outputs=[{"triples": [BORN]}] * 2,
+        )
+    )
     assert set(results) == {"carb_auc", "carb_f1", "carb_precision", "carb_recall"}
     assert results["carb_recall"].score == 1.0 and "1 examples" in results["carb_recall"].comment
 
 
-def test_only_evaluators_with_corpus_figures_get_a_summary_evaluator():
-    rows, summaries = langsmith_evaluators([FormatEvaluator(), TripleF1Evaluator()])
+def test_summary_evaluator_covers_earlier_answers_and_waits_for_a_complete_corpus():
+    earlier = [({"triples": []}, example_from_langsmith(ls_example("a")))]
+    inputs, outputs = [{"sentence": "Obama, born in Hawaii, spoke."}], [{"triples": [BORN]}]
+    reference = [{"triples": [BORN]}]
+    summarise = summary_evaluator(CarbEvaluator(), earlier=earlier, complete_at=2)
+    results = as_results(summarise(inputs, outputs, reference))
+    assert results["carb_recall"].score == 0.5  # one of the two gold triples, over both runs
+    partial = summary_evaluator(CarbEvaluator(), earlier=earlier, complete_at=3)
+    assert partial(inputs, outputs, reference) == {"results": []}
+
+
+def test_the_example_is_taken_only_for_data_that_keeps_metadata_there():
+    rows, summaries = langsmith_evaluators([FormatEvaluator(), TripleF1Evaluator()], [ls_example()])
     assert [r.__name__ for r in rows] == ["format", "triple-f1"]
     assert [s.__name__ for s in summaries] == ["triple-f1_summary"]
+    documented = ["inputs", "outputs", "reference_outputs"]
+    assert list(inspect.signature(rows[0]).parameters) == documented
+    assert list(inspect.signature(summaries[0]).parameters) == documented
+    rows, summaries = langsmith_evaluators([TripleF1Evaluator()], [old_example(carb_tuples=[])])
+    assert list(inspect.signature(rows[0]).parameters) == [*documented, "example"]
+    assert list(inspect.signature(summaries[0]).parameters) == [*documented, "examples"]
 
 
 class RecordingHandler(http.server.BaseHTTPRequestHandler):

@@ -1,16 +1,23 @@
 """The LangSmith upload path at the HTTP boundary: with LANGSMITH_API_KEY set, run_experiment
-pushes the dataset, creates the experiment with its metadata, traces the runs and posts the
-feedback, all to a loopback fake of the API; the key never reaches the store."""
+pushes the dataset (one dataset per name, its content versions tagged by fingerprint), creates
+the experiment with its metadata, traces the runs and posts the feedback (row evaluators in the
+`(inputs, outputs, reference_outputs)` form, corpus figures from summary evaluators), all to a
+loopback fake of the API; the key never reaches the store."""
 
 from pathlib import Path
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
 from langsmith_fake_server import FakeLangSmith
+from test_experiments import gold_answer
+from test_score_once import NARY
 
 from triplesmith.chains.registry import register_chat_model
 from triplesmith.data.fingerprint import dataset_fingerprint
+from triplesmith.data.langsmith_datasets import read_langsmith_dataset
 from triplesmith.data.registry import load_dataset
+from triplesmith.evaluators.base import safe_evaluate
+from triplesmith.evaluators.exact import CarbEvaluator
 from triplesmith.experiments.curate import curate
 from triplesmith.experiments.runner import run_experiment
 
@@ -31,11 +38,17 @@ def fake(monkeypatch):
         yield server
 
 
-def _run(store: Path, limit: int | None = None):
+def _run(store: Path, limit: int | None = None, examples=EXAMPLES):
     register_chat_model("ls-fake", FakeListChatModel(responses=[ANSWER]))
     return run_experiment(
-        "few-shot:ls-fake", EXAMPLES, EVALUATORS, store=store, limit=limit, max_concurrency=2
+        "few-shot:ls-fake", examples, EVALUATORS, store=store, limit=limit, max_concurrency=2
     )
+
+
+def _pushes(fake: FakeLangSmith) -> list:
+    """The requests that change a dataset's examples."""
+    routes = ("POST /examples/bulk", "PATCH /examples/bulk", "DELETE /examples")
+    return [r for route in routes for r in fake.requests_to(route)]
 
 
 def test_an_experiment_is_uploaded_with_dataset_metadata_runs_and_feedback(
@@ -50,10 +63,11 @@ def test_an_experiment_is_uploaded_with_dataset_metadata_runs_and_feedback(
     stored = b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("s.sqlite"))
     assert API_KEY.encode() not in stored and result.record.langsmith_id.encode() in stored
 
-    # The dataset: created once, its examples in the shape read_langsmith_dataset reads.
+    # The dataset: created once, named without a hash, its examples in the shape
+    # read_langsmith_dataset reads, its version tagged with the content's fingerprint.
     (created,) = fake.requests_to("POST /datasets")
     fingerprint = dataset_fingerprint(EXAMPLES)
-    assert created.json["name"] == f"triplesmith-examples-{fingerprint[:8]}"
+    assert created.json["name"] == "triplesmith-examples"
     (bulk,) = fake.requests_to("POST /examples/bulk")
     dataset_id = next(iter(fake.datasets))
     assert [e["metadata"]["triplesmith_id"] for e in bulk.json] == [e.id for e in EXAMPLES]
@@ -61,6 +75,9 @@ def test_an_experiment_is_uploaded_with_dataset_metadata_runs_and_feedback(
     assert first["dataset_id"] == dataset_id
     assert first["inputs"] == {"sentence": EXAMPLES[0].sentence}
     assert first["outputs"] == {"triples": [t.model_dump() for t in EXAMPLES[0].triples]}
+    (tag,) = fake.requests_to("PUT /datasets/{id}/tags")
+    assert tag.json["tag"] == fingerprint
+    assert fake.requests_to("GET /examples")[-1].query["as_of"] == [fingerprint]
 
     # The experiment: one session on that dataset, with the experiment's metadata.
     (session,) = fake.requests_to("POST /sessions")
@@ -96,7 +113,9 @@ def test_an_experiment_is_uploaded_with_dataset_metadata_runs_and_feedback(
     ids = {i: e["metadata"]["triplesmith_id"] for i, e in fake.examples.items()}
     uploaded_f1 = {ids[r["reference_example_id"]]: row_f1[r["id"]] for r in roots}
     assert uploaded_f1 == pytest.approx(stored_f1, abs=5e-5)  # the SDK rounds to 4 places
-    corpus = {f["key"]: f for f in feedback if not f.get("run_id")}
+    corpus_feedback = [f for f in feedback if not f.get("run_id")]
+    corpus = {f["key"]: f for f in corpus_feedback}
+    assert len(corpus_feedback) == len(corpus) == len(result.summary)  # each posted once
     assert set(corpus) == {f.key for f in result.summary}
     assert all(f["session_id"] == experiment_id for f in corpus.values())
     auc = next(f.score for f in result.summary if f.key == "carb_auc")
@@ -118,7 +137,7 @@ def test_a_resumed_run_extends_the_same_langsmith_experiment(
         for r in fake.requests_to("POST /examples/bulk")
         for e in r.json
     ]
-    assert pushed == [e.id for e in EXAMPLES]  # each example pushed once
+    assert pushed == [e.id for e in EXAMPLES]  # the dataset's version, pushed once
     (session,) = fake.sessions.values()
     roots = [r for r in fake.runs.values() if r.get("reference_example_id")]
     assert len(roots) == 4 and {r["session_name"] for r in roots} == {session["name"]}
@@ -134,15 +153,13 @@ def test_curated_failures_go_to_a_langsmith_dataset_with_a_key(
     assert created[-1] == f"{result.key}-curated"
     pushed = fake.requests_to("POST /examples/bulk")[-1].json
     assert [e["metadata"]["triplesmith_id"] for e in pushed] == [e.id for e in curated]
-    assert pushed[0]["metadata"]["curated"]["chain"] == "few-shot:ls-fake"
+    assert pushed[0]["outputs"]["curated"]["chain"] == "few-shot:ls-fake"  # Example.meta
 
 
 def test_a_dataset_made_outside_triplesmith_is_never_pushed_twice(
     fake: FakeLangSmith, tmp_path: Path
 ) -> None:
     from langsmith import Client
-
-    from triplesmith.data.langsmith_datasets import read_langsmith_dataset
 
     # Someone's own dataset: LangSmith ids only, no triplesmith metadata.
     client = Client()
@@ -152,7 +169,7 @@ def test_a_dataset_made_outside_triplesmith_is_never_pushed_twice(
         examples=[
             {
                 "inputs": {"sentence": e.sentence},
-                "outputs": {"triples": [t.model_dump() for t in e.triples]},
+                "reference_outputs": {"triples": [t.model_dump() for t in e.triples]},
             }
             for e in EXAMPLES
         ],
@@ -171,6 +188,100 @@ def test_a_dataset_made_outside_triplesmith_is_never_pushed_twice(
     assert session.json["reference_dataset_id"] == str(dataset.id)
 
     # A version or tag and a split are passed on to LangSmith.
+    version = client.read_dataset_version(dataset_id=dataset.id, tag="latest")
+    client.update_dataset_tag(dataset_id=dataset.id, as_of=version.as_of, tag="prod")
     read_langsmith_dataset("their-triples@prod:test", client)
     query = fake.requests_to("GET /examples")[-1].query
     assert query["as_of"] == ["prod"] and query["splits"] == ["test"]
+
+
+def test_changed_content_is_a_new_tagged_version_of_the_one_dataset(
+    fake: FakeLangSmith, tmp_path: Path
+) -> None:
+    first = _run(tmp_path / "s.sqlite")
+    # The content changes: one example dropped, one added, one whose gold changed.
+    changed = EXAMPLES[0].model_copy(update={"triples": EXAMPLES[0].triples[:1] * 2})
+    content = [changed, *EXAMPLES[2:], load_dataset("sample:test")[4]]
+    second = _run(tmp_path / "s.sqlite", examples=content)
+    assert first.complete and second.complete
+
+    (dataset_id,) = fake.datasets  # one dataset, two tagged versions
+    old, new = dataset_fingerprint(EXAMPLES), dataset_fingerprint(content)
+    assert set(fake.tags[dataset_id]) == {old, new}
+    assert len(fake.version_examples(dataset_id, new)) == len(content) == 4
+    assert fake.datasets[dataset_id]["example_count"] == 4
+    # Only the difference was pushed: one created, one updated, one deleted.
+    created = fake.requests_to("POST /examples/bulk")[1:]
+    updated = fake.requests_to("PATCH /examples/bulk")
+    deleted = fake.requests_to("DELETE /examples")
+    assert [e["metadata"]["triplesmith_id"] for r in created for e in r.json] == [content[-1].id]
+    assert [len(r.json) for r in updated] == [1] and [
+        len(r.query["example_ids"]) for r in deleted
+    ] == [1]
+    # The second experiment ran over the new version; the old one still reads as it was.
+    assert fake.requests_to("GET /examples")[-1].query["as_of"] == [new]
+    sessions = fake.requests_to("POST /sessions")
+    assert {s.json["reference_dataset_id"] for s in sessions} == {dataset_id}
+    assert [e.id for e in read_langsmith_dataset(f"triplesmith-examples@{old}")] == [
+        e.id for e in EXAMPLES
+    ]
+    pulled = read_langsmith_dataset(f"triplesmith-examples@{new}")
+    assert sorted(e.id for e in pulled) == sorted(e.id for e in content)
+    assert next(e for e in pulled if e.id == changed.id).triples == changed.triples
+
+
+def test_an_unchanged_rerun_pushes_nothing(fake: FakeLangSmith, tmp_path: Path) -> None:
+    _run(tmp_path / "a.sqlite")
+    before = len(_pushes(fake)), len(fake.requests_to("PUT /datasets/{id}/tags"))
+    again = _run(tmp_path / "b.sqlite")  # a fresh store: the whole experiment runs again
+    assert again.ran == len(EXAMPLES)
+    assert (len(_pushes(fake)), len(fake.requests_to("PUT /datasets/{id}/tags"))) == before
+    assert len(fake.datasets) == 1 and len(fake.requests_to("POST /sessions")) == 2
+
+
+def test_corpus_figures_come_from_summary_evaluators_and_rows_see_nary_gold(
+    fake: FakeLangSmith, tmp_path: Path
+) -> None:
+    # An n-ary CaRB example: its gold tuples travel in the example's reference outputs, so
+    # the (inputs, outputs, reference_outputs) evaluators score CaRB on four arguments.
+    data = [*EXAMPLES[:2], NARY]
+    register_chat_model("ls-nary", FakeListChatModel(responses=[gold_answer(NARY)]))
+    result = run_experiment("few-shot:ls-nary", data, "carb", store=tmp_path / "s.sqlite")
+    assert result.complete
+    pushed = {
+        e["metadata"]["triplesmith_id"]: e for e in fake.requests_to("POST /examples/bulk")[0].json
+    }
+    assert pushed["nary"]["outputs"]["carb_tuples"] == NARY.meta["carb_tuples"]
+
+    # Row evaluators ran in the documented form (their traced inputs say so) ...
+    evaluator_runs = [r for r in fake.runs.values() if r.get("name") == "carb"]
+    assert evaluator_runs and all(
+        set(r["inputs"]) == {"inputs", "outputs", "reference_outputs"} for r in evaluator_runs
+    )
+    # ... and gave the n-ary example its CaRB scores over the tuples (two arguments missing).
+    expected = {
+        f.key: f.score for f in safe_evaluate(CarbEvaluator(), {"triples": NARY.triples}, NARY)
+    }
+    assert expected["carb_example_recall"] < 1.0
+    (nary_run,) = [
+        r for r in fake.runs.values()
+        if r.get("reference_example_id") and fake.examples[r["reference_example_id"]]["metadata"]["triplesmith_id"] == "nary"
+    ]  # fmt: skip
+    row = {f["key"]: f["score"] for f in fake.feedback if f.get("run_id") == nary_run["id"]}
+    for key in ("carb_example_precision", "carb_example_recall", "carb_example_f1"):
+        assert row[key] == pytest.approx(expected[key], abs=5e-5), key
+    assert result.rows[-1].score("carb_example_recall") == pytest.approx(
+        expected["carb_example_recall"]
+    )
+
+    # Corpus figures: posted by the experiment's summary evaluator (a traced evaluator run),
+    # once per key, on the experiment, equal to the stored ones.
+    assert [r["name"] for r in fake.runs.values() if r.get("name", "").endswith("_summary")] == [
+        "carb_summary"
+    ]
+    corpus = [f for f in fake.feedback if not f.get("run_id")]
+    assert sorted(f["key"] for f in corpus) == sorted(f.key for f in result.summary)
+    assert {f["session_id"] for f in corpus} == {result.record.langsmith_id}
+    stored = {f.key: f.score for f in result.summary}
+    for feedback in corpus:
+        assert feedback["score"] == pytest.approx(stored[feedback["key"]], abs=5e-5)

@@ -9,7 +9,14 @@ not results. The experiment's key names how the answers were made, not how they 
 rerun sends only the examples not yet answered (never run, or failed) to `evaluate`, and
 scores stored answers that lack one of the run's evaluators without generating anything.
 Corpus-level feedback (CaRB AUC, BenchIE, micro F1) is computed from the store afterwards over
-the finished examples, so it covers every answer however many runs it took.
+the finished examples, so it covers every answer however many runs it took; with upload, the
+same figures reach LangSmith through `evaluate`'s `summary_evaluators` (over this run's answers
+and the stored ones) once the experiment is complete.
+
+With upload, a dataset from a file or a list is pushed to the one LangSmith dataset
+`triplesmith-LABEL` as a version tagged with its `dataset_fingerprint` (nothing is pushed when
+that tag is there), and the experiment runs over that version; a dataset pulled from LangSmith
+(`langsmith:NAME@TAG:SPLIT`) runs over the version it was pulled at and is never pushed.
 """
 
 import contextlib
@@ -26,13 +33,18 @@ from langsmith import Client, evaluate, schemas
 
 from triplesmith.chains.base import ExtractionChain
 from triplesmith.data.fingerprint import dataset_fingerprint
-from triplesmith.data.langsmith_datasets import example_key
+from triplesmith.data.langsmith_datasets import (
+    example_fields,
+    example_key,
+    pull_examples,
+    push_dataset,
+)
 from triplesmith.errors import ExperimentError
-from triplesmith.evaluators.base import Evaluator, Feedback
+from triplesmith.evaluators.base import Evaluator, Feedback, RunOutputs
 from triplesmith.evaluators.langsmith_adapter import (
     EVALUATOR_KEY,
+    langsmith_evaluators,
     outputs_from_run,
-    row_evaluator,
 )
 from triplesmith.experiments.inputs import (
     experiment_key,
@@ -80,26 +92,31 @@ def _langsmith_examples(
         schemas.Example(
             id=uuid.uuid5(_NAMESPACE, f"{dataset_id}:{e.id}"),
             dataset_id=dataset_id,
-            inputs={"sentence": e.sentence},
-            outputs={"triples": [t.model_dump() for t in e.triples]},
-            metadata={"triplesmith_id": e.id, "source": e.source, **e.meta},
+            **example_fields(e),
         )
         for e in examples
     ]
 
 
-def _pushed_examples(
-    client: Client, examples: Sequence[Example], name: str
+def _versioned_examples(
+    client: Client, label: str, examples: Sequence[Example], todo: Sequence[Example]
 ) -> list[schemas.Example]:
-    """Push the dataset to LangSmith (reusing what is there) and return its examples."""
-    from triplesmith.data.langsmith_datasets import push_dataset
-
-    dataset_id = push_dataset(list(examples), name, "triplesmith experiment dataset", client)
-    by_id = {example_key(row): row for row in client.list_examples(dataset_id=dataset_id)}
-    missing = [e.id for e in examples if e.id not in by_id]
+    """The LangSmith examples `todo` runs over: a pulled dataset's, at the version and split it
+    was pulled at; else those of `triplesmith-LABEL` at the version tagged with the content's
+    fingerprint, pushed first when that version is not there yet."""
+    if label.startswith("langsmith:"):
+        name = label.split(":", 1)[1]
+        rows = pull_examples(name, client)
+    else:
+        name = _dataset_name(label)
+        pushed = push_dataset(examples, name, "triplesmith experiment dataset", client)
+        rows = list(client.list_examples(dataset_id=pushed.dataset_id, as_of=pushed.tag))
+        name = f"{name}@{pushed.tag}"
+    by_id = {example_key(row): row for row in rows}
+    missing = [e.id for e in todo if e.id not in by_id]
     if missing:
-        raise ExperimentError(f"LangSmith dataset {name!r} lacks examples {missing[:5]} after push")
-    return [by_id[e.id] for e in examples]
+        raise ExperimentError(f"LangSmith dataset {name!r} lacks examples {missing[:5]}")
+    return [by_id[e.id] for e in todo]
 
 
 def _feedback(result: Any) -> Feedback:
@@ -280,6 +297,8 @@ def run_experiment(
         ran, url = 0, None
         ls_client = experiment_client(upload, config.client) if todo or upload else None
         if todo:
+            answered = done & {e.id for e in selected}  # by earlier runs
+            earlier = [(r.outputs, r.example) for r in db.rows(key, []) if r.example_id in answered]
             ran, url = _evaluate(
                 db,
                 record,
@@ -288,7 +307,9 @@ def run_experiment(
                 scorers,
                 todo,
                 config=config.model_copy(update={"client": ls_client}),
-                dataset_name=_dataset_name(label, fingerprint),
+                dataset=(label, examples),
+                earlier=earlier,
+                complete_at=len(selected),
                 positions={e.id: i for i, e in enumerate(examples)},
                 progress=(lambda n: progress(skipped + n, len(selected))) if progress else None,
             )
@@ -312,7 +333,9 @@ def run_experiment(
             langsmith_url=url,
             rescored=rescored,
         )
-        if upload and result.complete and record.langsmith_id and (ran or rescored):
+        if upload and result.complete and record.langsmith_id and rescored and not todo:
+            # No `evaluate` ran (every answer was stored), so no summary evaluator did: the
+            # figures over the rescored answers go to the experiment directly.
             upload_summary(ls_client, record.langsmith_id, summary)
         return result
     finally:
@@ -320,12 +343,9 @@ def run_experiment(
             db.close()
 
 
-def _dataset_name(label: str, fingerprint: str) -> str:
-    if label.startswith("langsmith:"):
-        from triplesmith.data.langsmith_datasets import parse_langsmith_name
-
-        return parse_langsmith_name(label.split(":", 1)[1])[0]
-    return f"triplesmith-{slug(Path(label).name if '/' in label else label)}-{fingerprint[:8]}"
+def _dataset_name(label: str) -> str:
+    """The one LangSmith dataset a file or list is pushed to; its content is versioned (tags)."""
+    return f"triplesmith-{slug(Path(label).name if '/' in label else label)}"
 
 
 def _warn_failed(key: str, rows: Sequence[StoredExample]) -> None:
@@ -351,15 +371,19 @@ def _evaluate(
     todo: Sequence[Example],
     *,
     config: RunConfig,
-    dataset_name: str,
+    dataset: tuple[str, Sequence[Example]],
+    earlier: Sequence[tuple[RunOutputs, Example]],
+    complete_at: int,
     positions: Mapping[str, int],
     progress: Callable[[int], None] | None,
 ) -> tuple[int, str | None]:
-    """Run `evaluate` over `todo`, storing each row as it streams; (rows stored, URL)."""
+    """Run `evaluate` over `todo`, storing each row as it streams; (rows stored, URL). With
+    upload, summary evaluators give LangSmith the corpus figures over `earlier` answers and this
+    run's, once `complete_at` answers are there."""
     upload, client = bool(config.upload), config.client
     offline = not upload
     if upload:
-        data = _pushed_examples(client, todo, dataset_name)
+        data = _versioned_examples(client, *dataset, todo)
     else:
         data = _langsmith_examples(todo, uuid.uuid5(_NAMESPACE, record.dataset))
     by_id = {e.id: e for e in todo}
@@ -370,6 +394,11 @@ def _evaluate(
         options["experiment"] = record.langsmith_id  # resume into the same LangSmith experiment
     elif upload:
         options["experiment_prefix"] = record.name
+    rows, summaries = langsmith_evaluators(
+        scorers, data, earlier=earlier, complete_at=complete_at, known=todo
+    )
+    if upload:  # offline, the store's summary is the only one
+        options["summary_evaluators"] = [untraced(s, offline) for s in summaries]
     stored = 0
     url = None
     # Ctrl-C can land while `evaluate` is still starting its workers, not only while rows
@@ -383,7 +412,7 @@ def _evaluate(
             results = evaluate(
                 _target(chain, graph, by_id, config, stop),
                 data=data,
-                evaluators=[untraced(row_evaluator(e), offline) for e in scorers],
+                evaluators=[untraced(row, offline) for row in rows],
                 metadata={
                     **record.metadata,
                     "experiment_key": record.key,

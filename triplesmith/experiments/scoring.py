@@ -93,6 +93,11 @@ def score_missing(
             e.identity: safe_evaluate(e, row.outputs, row.example) for e in pending[example_id]
         }
         db.add_scores(record.key, example_id, found)
+        # These answers are in the store, not (all) in LangSmith: an experiment resumed offline,
+        # or one uploaded before the evaluator existed. `evaluate_existing` would reread every
+        # run of the experiment from LangSmith and score all of them with every evaluator
+        # given, so answers would be scored twice and the offline ones not at all; the scores
+        # are made here once, from the store, and posted to the run that made the answer.
         if client is not None and row.run_id:
             for feedback in (f for fs in found.values() for f in fs if f.score is not None):
                 client.create_feedback(
@@ -119,6 +124,9 @@ def summarise_stored(
 
 
 def upload_summary(client: Client, experiment_id: str, summary: Sequence[Feedback]) -> None:
+    """Post corpus-level figures to a LangSmith experiment, for when no `evaluate` ran (only
+    stored answers were rescored); an experiment that runs gives them through its
+    `summary_evaluators` instead."""
     for feedback in summary:
         if feedback.score is not None:
             client.create_feedback(
