@@ -285,3 +285,35 @@ def test_corpus_figures_come_from_summary_evaluators_and_rows_see_nary_gold(
     stored = {f.key: f.score for f in result.summary}
     for feedback in corpus:
         assert feedback["score"] == pytest.approx(stored[feedback["key"]], abs=5e-5)
+
+
+def test_a_dataset_pushed_by_an_earlier_version_still_gives_nary_carb(
+    fake: FakeLangSmith, tmp_path: Path
+) -> None:
+    from langsmith import Client
+
+    # Earlier versions kept benchmark metadata in the example's metadata, not its outputs.
+    client = Client()
+    dataset = client.create_dataset(dataset_name="triplesmith-old-0123abcd")
+    client.create_examples(
+        dataset_id=dataset.id,
+        examples=[
+            {
+                "inputs": {"sentence": e.sentence},
+                "reference_outputs": {"triples": [t.model_dump() for t in e.triples]},
+                "metadata": {"triplesmith_id": e.id, "source": e.source, **e.meta},
+            }
+            for e in [*EXAMPLES[:2], NARY]
+        ],
+    )
+    register_chat_model("ls-old", FakeListChatModel(responses=[gold_answer(NARY)]))
+    result = run_experiment(
+        "few-shot:ls-old", "langsmith:triplesmith-old-0123abcd", "carb", store=tmp_path / "s.db"
+    )
+    assert result.complete and len(fake.requests_to("POST /examples/bulk")) == 1
+    expected = safe_evaluate(CarbEvaluator(), {"triples": NARY.triples}, NARY)
+    nary = next(r for r in result.rows if r.example_id == "nary")
+    assert [(f.key, f.score) for f in nary.feedback] == [(f.key, f.score) for f in expected]
+    # The evaluators took the example, where this data keeps its metadata.
+    evaluator_runs = [r for r in fake.runs.values() if r.get("name") == "carb"]
+    assert evaluator_runs and all("example" in r["inputs"] for r in evaluator_runs)
