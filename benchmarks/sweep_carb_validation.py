@@ -250,13 +250,14 @@ def main() -> None:
     choice = choose(rows, decodes)
     (args.out / "choice.json").write_text(json.dumps(choice, indent=2))
     (args.out / "choice-args").write_text(" ".join(choice["study_args"]) + "\n")
+    wide = max(len(r["recipe"]) for r in rows) + 2
     print(
-        f"\n{'recipe':<30}{'decode':<14}{'steps':>6}{'loss':>7}{'tripF1':>8}{'CaRB F1':>8}"
+        f"\n{'recipe':<{wide}}{'decode':<14}{'steps':>6}{'loss':>7}{'tripF1':>8}{'CaRB F1':>8}"
         f"{'AUC':>7}{'fmt err':>8}{'rep':>6}{'stop':>6}{'loop':>6}{'len':>6}{'tok out':>8}"
     )
     for r in rows:
         print(
-            f"{r['recipe']:<30}{r['decode']:<14}{r['steps'] or 0:>6}{r['loss_end'] or 0:>7.3f}"
+            f"{r['recipe']:<{wide}}{r['decode']:<14}{r['steps'] or 0:>6}{r['loss_end'] or 0:>7.3f}"
             f"{r['triple_f1']:>8.3f}{r['carb_f1']:>8.3f}{r['carb_auc']:>7.3f}"
             f"{r['format_error']:>8.0%}{r['repetition']:>6.0%}{r['stop']:>6.0%}"
             f"{r['repeat']:>6.0%}{r['length']:>6.0%}{r['tokens_out']:>8.0f}"
