@@ -252,3 +252,25 @@ def test_token_texts_are_the_reference_detokenizers() -> None:
         reference = token_pieces(lambda part: tok.decode(part, skip_special_tokens=True), ids)
         assert engine._pieces(ids) == reference
         assert "".join(reference) == tok.decode(ids, skip_special_tokens=True)
+
+
+def test_cpu_chunks_keep_the_kv_cache_under_its_cap() -> None:
+    """On a CPU long prompts go in narrower chunks, each within CPU_CACHE_BYTES of KV cache;
+    short ones still fill `width`; every prompt is in one chunk, in the order given."""
+    from triplesmith.chains.engines import get_hf_engine
+    from triplesmith.chains.engines.hf import CPU_CACHE_BYTES
+
+    engine = get_hf_engine("smollm2")
+    assert not engine.on_gpu
+    per_token = engine.cache_bytes_per_token
+    assert per_token == 30 * 2 * 3 * 64 * 4  # SmolLM2-135M: 30 layers, 3 KV heads of 64, fp32
+    lengths = [40] * 16 + [620] * 20  # zero-shot-sized, then few-shot-sized prompts
+    budgets = [96] * 16 + [150] * 20
+    order = list(range(len(lengths)))
+    chunks = engine.chunks(order, lengths, budgets, 16)
+    assert [i for chunk in chunks for i in chunk] == order
+    assert len(chunks[0]) == 16  # 16 x 136 tokens fit: the width decides
+    for chunk in chunks:
+        tokens = max(lengths[i] for i in chunk) + max(budgets[i] for i in chunk)
+        assert len(chunk) == 1 or len(chunk) * tokens * per_token <= CPU_CACHE_BYTES
+    assert max(len(chunk) for chunk in chunks[1:]) < 16

@@ -176,6 +176,13 @@ class Engine(ABC):
         """How many prompts go into one `_generate_chunk` call."""
         return self.batch_size(options)
 
+    def chunks(
+        self, order: Sequence[int], lengths: Sequence[int], budgets: Sequence[int], width: int
+    ) -> list[list[int]]:
+        """`order` (prompts by ascending length) cut into the chunks of one `_generate_chunk`
+        call each: `width` prompts (`lengths` and `budgets` are each prompt's, by index)."""
+        return [list(order[start : start + width]) for start in range(0, len(order), width)]
+
     def generate(
         self,
         prompts: Sequence[Messages],
@@ -203,9 +210,8 @@ class Engine(ABC):
             else:
                 runnable.append(i)
         runnable.sort(key=lambda i: prepared[i][1])
-        width = self.chunk_width(options)
-        for start in range(0, len(runnable), width):
-            chunk = runnable[start : start + width]
+        lengths = [length for _, length in prepared]
+        for chunk in self.chunks(runnable, lengths, budgets, self.chunk_width(options)):
             if self.cancelled:
                 for i in chunk:
                     results[i] = ChainError(CANCELLED)

@@ -11,6 +11,7 @@ model; nothing a chain sets changes an engine (a chain's options travel with eac
 
 import logging
 import time
+from collections.abc import Sequence
 from contextlib import AbstractContextManager, nullcontext
 from typing import Any
 
@@ -27,6 +28,7 @@ from triplesmith.chains.engines.base import (
 from triplesmith.chains.engines.grammar import GrammarProcessor, grammar_for
 from triplesmith.chains.repeat_guard import RepeatGuard
 from triplesmith.errors import ChainError
+from triplesmith.memory import trim_heap
 from triplesmith.models import adapter_hash, model_hash, resolve
 
 log = logging.getLogger(__name__)
@@ -37,6 +39,10 @@ log = logging.getLogger(__name__)
 # table), so a GPU batch is as wide as the sentences in flight allow.
 CPU_BATCH = 16
 GPU_BATCH = 1024
+# On a CPU a chunk's KV cache is also capped: 16 few-shot prompts of SmolLM2 (~620 tokens, plus
+# the answers) hold ~0.6 GB of fp32 cache, most of `make demo`'s peak above the model. Narrower
+# chunks of long prompts cost no time there: a CPU step's work grows with the rows anyway.
+CPU_CACHE_BYTES = 256 * 1024**2
 
 
 class _GreedyLogprobs:
@@ -67,6 +73,15 @@ class _GreedyLogprobs:
         import torch
 
         return torch.stack(self.steps, dim=1).cpu()
+
+
+def cache_bytes_per_token(model: Any) -> int:
+    """Bytes of KV cache one token takes in `model` (keys and values of every layer)."""
+    config = model.config.get_text_config()
+    heads = int(config.num_attention_heads)
+    head_dim = int(getattr(config, "head_dim", None) or config.hidden_size // heads)
+    kv_heads = int(getattr(config, "num_key_value_heads", None) or heads)
+    return 2 * int(config.num_hidden_layers) * kv_heads * head_dim * model.dtype.itemsize
 
 
 class HFEngine(Engine):
@@ -100,6 +115,7 @@ class HFEngine(Engine):
             self.model = self._attach_adapter(adapter)
             self.adapter_hash = adapter_hash(adapter)
         self.tokenizer.padding_side = "left"
+        self.cache_bytes_per_token = cache_bytes_per_token(self.model)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.vocab_size = int(self.model.config.vocab_size)
         eos = self.model.generation_config.eos_token_id
@@ -123,6 +139,26 @@ class HFEngine(Engine):
         return merged
 
     # --- prompts ---------------------------------------------------------------------------
+
+    def chunks(
+        self, order: Sequence[int], lengths: Sequence[int], budgets: Sequence[int], width: int
+    ) -> list[list[int]]:
+        """On a GPU `width` prompts a chunk; on a CPU also no more than `CPU_CACHE_BYTES` of KV
+        cache (rows x (longest prompt + longest budget) tokens)."""
+        if self.on_gpu:
+            return super().chunks(order, lengths, budgets, width)
+        cap = max(1, CPU_CACHE_BYTES // self.cache_bytes_per_token)
+        chunks: list[list[int]] = []
+        chunk: list[int] = []
+        longest = budget = 0
+        for i in order:
+            wider = max(longest, lengths[i]) + max(budget, budgets[i])
+            if chunk and (len(chunk) == width or (len(chunk) + 1) * wider > cap):
+                chunks.append(chunk)
+                chunk, longest, budget = [], 0, 0
+            chunk.append(i)
+            longest, budget = max(longest, lengths[i]), max(budget, budgets[i])
+        return [*chunks, chunk] if chunk else chunks
 
     def render(self, messages: Messages) -> str:
         return self.tokenizer.apply_chat_template(
@@ -208,6 +244,8 @@ class HFEngine(Engine):
                 logits_processor=processors,
                 stopping_criteria=[self._stop_when_cancelled],
             )
+        if not self.on_gpu:
+            trim_heap()  # the chunk's KV cache goes back to the OS, not into glibc's free lists
         if self.cancelled:
             raise ChainError(CANCELLED)
         scores = chosen.stacked().tolist()
