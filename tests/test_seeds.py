@@ -46,3 +46,23 @@ def test_the_mean_of_seeds_is_a_chain_with_mean_scores_and_their_spread(tmp_path
     assert math.isclose(table.loc[label, "tag:hallucination"], (0.0 + 0.5) / 2)
     paired = extended.paired.set_index(["chain", "metric"])
     assert paired.loc[(label, "triple_f1"), "mean_difference"] == 0.75  # against the baseline
+
+    # The report and the verdict show the mean with its spread across the seeds.
+    from triplesmith.experiments.report import render_markdown
+    from triplesmith.verdict import verdict_lines
+
+    report = render_markdown(extended)
+    spread = f"{table.loc[label, 'carb_f1']:.3f} ± {table.loc[label, 'carb_f1_sd']:.3f}"
+    assert "standard deviation of the seeds' figures" in report
+    assert next(
+        line for line in report.splitlines() if "mean of 2 seeds" in line and spread in line
+    )
+    verdict = "\n".join(verdict_lines(extended, extended.chains[0], label, whole_carb_test=True))
+    assert (
+        f"| CaRB F1 (corpus) | {table.loc[extended.chains[0], 'carb_f1']:.3f} | {spread} |"
+        in verdict
+    )
+    assert f"(CaRB F1 {spread}, " in verdict
+    # A single chain has no spread: no ± anywhere in its lines.
+    single = "\n".join(verdict_lines(comparison, comparison.chains[0], comparison.chains[1], True))
+    assert "±" not in single

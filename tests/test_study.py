@@ -65,6 +65,34 @@ def test_study_writes_the_report_and_a_rerun_reuses_finished_stages(tmp_path: Pa
     report = (out / "report" / "report.md").read_text()
     assert f"2 runs of this study since {runs[0]['started_at']}" in report
 
+    # The report rendered again from the store alone: the adapter may be gone, nothing runs.
+    import shutil
+
+    shutil.rmtree(out / "adapter")
+    (out / "report" / "report.md").unlink()
+    third = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "triplesmith.cli.app",
+            "study",
+            *ARGS,
+            "--out",
+            str(out),
+            "--render-only",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert third.returncode == 0, third.stderr[-3000:]
+    assert "train:" not in third.stderr and "evaluate:" not in third.stderr
+    again = (out / "report" / "report.md").read_text()
+    assert "rendered again from the study's store" in again
+    assert f"- command: `{runs[-1]['command']}`" in again  # the recorded run's own command
+    assert again.split("## This run")[0] == report.split("## This run")[0]  # same verdict
+    assert len(json.loads((out / "stages.json").read_text())["runs"]) == 2  # not a run
+
 
 def test_ctrl_c_during_evaluation_exits_promptly_and_the_rerun_resumes(tmp_path: Path) -> None:
     """Acceptance: interrupt the study while it evaluates, rerun, nothing finished is redone."""

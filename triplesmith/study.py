@@ -156,7 +156,9 @@ class Stages:
         }
         self._save()
 
-    def log_run(self, started_at: str, wall_s: float, outcome: str, machine: str) -> None:
+    def log_run(
+        self, started_at: str, wall_s: float, outcome: str, machine: str, command: str = ""
+    ) -> None:
         """Add one run of the study (finished or interrupted) to the `runs` history."""
         runs = self.done.setdefault("runs", [])
         runs.append(
@@ -165,6 +167,7 @@ class Stages:
                 "wall_s": round(wall_s, 1),
                 "outcome": outcome,
                 "machine": machine,
+                **({"command": command} if command else {}),
             }
         )
         self._save()
@@ -347,7 +350,7 @@ def run_study(
     finally:
         try:
             Stages(config.out).log_run(
-                started_at, time.perf_counter() - started, outcome, machine()
+                started_at, time.perf_counter() - started, outcome, machine(), command
             )
         except (TriplesmithError, OSError) as exc:  # never hide the run's own error
             log.warning("could not add this run to %s: %s", config.out / "stages.json", exc)
@@ -357,7 +360,6 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from triplesmith.experiments.compare import compare
-    from triplesmith.experiments.curate import curate
 
     out = config.out
     stages = Stages(out)
@@ -419,38 +421,13 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
                 + (f", {experiment.rescored} scored again" if experiment.rescored else "")
             )
     labels = dict(zip(chains, comparison.chains, strict=True))  # role -> the comparison's label
-    answer = FINE_TUNED  # the role the verdict judges: the fine-tuned chain, or its seeds' mean
-    if config.seeds > 1:
-        comparison, answer = _with_mean_of_seeds(comparison, config.seeds, labels)
-
-    # 4. report and curated set
-    from triplesmith.experiments.report import write_report
-
-    wall = time.perf_counter() - started
-    verdict = verdict_lines(
-        comparison,
-        few_shot=labels[BASELINE],
-        fine_tuned=labels[answer],
-        whole_carb_test=config.preset == "carb" and config.run.limit is None,
-    )
-    # The report is rendered once, the study's answer opening report.md and report.html alike.
-    opening = [f"# Study: {config.preset}", "", *verdict, "## This run", ""]
-    opening += _run_lines(config, command, wall, stages)
-    write_report(comparison, report_dir, verdict="\n".join(opening))
-    # Every chain's answers in CaRB's tabbed format: re-scorable with CaRB's own scorer.
-    from triplesmith.experiments.predictions import write_carb_predictions
-
-    for role, experiment in experiments.items():
-        write_carb_predictions(
-            experiment, report_dir / "predictions" / f"{role.replace(' ', '-')}.tsv"
-        )
-    fine_tuned = experiments[FINE_TUNED]
-    curated_path = report_dir / "curated.jsonl"
-    curated = curate(
-        fine_tuned, metric="triple_f1", below=config.curate_below, out=curated_path, store=store
+    run_lines = _run_lines(config, command, time.perf_counter() - started, stages)
+    comparison, curated_path, curated = _report(
+        config, comparison, experiments, labels, run_lines, report_dir, store
     )
     console.print(
-        f"[bold]curate:[/] {len(curated)} examples of the fine-tuned chain below triple F1 {config.curate_below} -> {curated_path}"
+        f"[bold]curate:[/] {curated} examples of the fine-tuned chain below triple F1 "
+        f"{config.curate_below} -> {curated_path}"
     )
     return StudyResult(
         out=out,
@@ -461,6 +438,114 @@ def _run_study(config: StudyConfig, console: Console, command: str, started: flo
         reused=reused,
         wall_s=time.perf_counter() - started,
     )
+
+
+def _report(
+    config: StudyConfig,
+    comparison: Any,
+    experiments: dict[str, Any],
+    labels: dict[str, str],
+    run_lines: list[str],
+    report_dir: Path,
+    store: Path,
+) -> tuple[Any, Path, int]:
+    """Step 4: the report (the verdict on the fine-tuned chain, or on its seeds' mean, first),
+    every chain's answers in CaRB's tabbed format, and the curated set. `experiments` and
+    `labels` are by role. Returns the comparison (with the seeds' mean), the curated set's path
+    and its size."""
+    from triplesmith.experiments.curate import curate
+    from triplesmith.experiments.predictions import write_carb_predictions
+    from triplesmith.experiments.report import write_report
+
+    answer = FINE_TUNED  # the role the verdict judges: the fine-tuned chain, or its seeds' mean
+    if config.seeds > 1:
+        comparison, answer = _with_mean_of_seeds(comparison, config.seeds, labels)
+    verdict = verdict_lines(
+        comparison,
+        few_shot=labels[BASELINE],
+        fine_tuned=labels[answer],
+        whole_carb_test=config.preset == "carb" and config.run.limit is None,
+    )
+    # The report is rendered once, the study's answer opening report.md and report.html alike.
+    opening = [f"# Study: {config.preset}", "", *verdict, "## This run", "", *run_lines]
+    write_report(comparison, report_dir, verdict="\n".join(opening))
+    # Every chain's answers in CaRB's tabbed format: re-scorable with CaRB's own scorer.
+    for role, experiment in experiments.items():
+        write_carb_predictions(
+            experiment, report_dir / "predictions" / f"{role.replace(' ', '-')}.tsv"
+        )
+    curated_path = report_dir / "curated.jsonl"
+    curated = curate(
+        experiments[FINE_TUNED],
+        metric="triple_f1",
+        below=config.curate_below,
+        out=curated_path,
+        store=store,
+    )
+    return comparison, curated_path, len(curated)
+
+
+def rerender_report(config: StudyConfig, command: str = "", report_dir: Path | None = None) -> Path:
+    """A finished study's report rendered again from its store: nothing is trained, generated
+    or scored again (each chain's experiment is found in `OUT/experiments.sqlite` by the spec
+    the study gave it, so `config.out` must be the folder the study ran in, as it named it).
+    For a report after a change to the report's code; the "This run" lines describe the
+    study's last recorded run (command, machine, wall time), with a line saying it was
+    re-rendered with `command`. Returns report.md's path."""
+    from triplesmith.experiments.compare import build_comparison
+    from triplesmith.experiments.scoring import rescore
+    from triplesmith.experiments.store import ExperimentStore
+
+    out = config.out
+    stages = Stages(out)
+    store = out / "experiments.sqlite"
+    if not store.is_file() or not stages.runs:
+        raise ExperimentError(
+            f"{out} holds no finished study to render (no store or no recorded run)"
+        )
+    from triplesmith.chains.spec import parse_spec
+
+    # Specs compared in their canonical form (options sorted), as the store records them.
+    chains = {
+        role: str(parse_spec(spec)) for role, spec in study_chains(config, out / "data").items()
+    }
+    with ExperimentStore(store) as db:
+        keys = {record.chain: record.key for record in db.experiments()}
+    missing = [role for role, spec in chains.items() if spec not in keys]
+    if missing:
+        raise ExperimentError(
+            f"the store {store} has no experiment for {', '.join(missing)}: give the study's "
+            "own options (preset, --seeds, --k, --max-new-tokens) and its folder as it named it"
+        )
+    run = config.run.model_copy(update={"store": store, "upload": False})
+    experiments = {role: rescore(keys[spec], run) for role, spec in chains.items()}
+    roles = list(chains)
+    comparison = build_comparison(
+        list(experiments.values()),
+        str(out / "data" / "test.jsonl"),
+        None,
+        roles.index(BASELINE),
+    )
+    labels = dict(zip(roles, comparison.chains, strict=True))
+    *earlier, last = stages.runs
+    run_lines = _run_lines(
+        config,
+        last.get("command", ""),
+        float(last.get("wall_s", 0.0)),
+        stages,
+        last.get("machine"),
+        earlier,
+    )
+    if not last.get("command"):  # studies before the runs recorded their command
+        run_lines[0] = "- command: not recorded in stages.json"
+    again = f" with `{command}`" if command else ""
+    run_lines.append(
+        f"- this report: rendered again from the study's store on {time.strftime('%Y-%m-%d')}"
+        f"{again} (nothing trained, generated or scored again)"
+    )
+    report_dir = report_dir or out / "report"
+    _report(config, comparison, experiments, labels, run_lines, report_dir, store)
+    return report_dir / "report.md"
 
 
 def _with_mean_of_seeds(comparison: Any, seeds: int, labels: dict[str, str]) -> tuple[Any, str]:
@@ -515,12 +600,20 @@ def _rounded(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}" if isinstance(value, int | float) else str(value)
 
 
-def _run_lines(config: StudyConfig, command: str, wall: float, stages: Stages) -> list[str]:
-    """The facts of this run: command, machine, wall time (all runs), evaluation, adapters."""
+def _run_lines(
+    config: StudyConfig,
+    command: str,
+    wall: float,
+    stages: Stages,
+    machine_name: str | None = None,
+    earlier_runs: list[dict[str, Any]] | None = None,
+) -> list[str]:
+    """The facts of this run: command, machine, wall time (all runs), evaluation, adapters.
+    `machine_name` and `earlier_runs` describe a recorded run instead of this process's."""
     lines = [
         f"- command: `{command or 'triplesmith study --preset ' + config.preset}`",
-        f"- machine of this run: {machine()}",
-        *_wall_lines(wall, stages.runs),
+        f"- machine of this run: {machine_name or machine()}",
+        *_wall_lines(wall, stages.runs if earlier_runs is None else earlier_runs),
         f"- evaluation: {config.run.max_concurrency} sentences in flight, repairs after a "
         f"format error: {config.run.max_repairs}",
     ]

@@ -26,6 +26,7 @@ ROWS = [
     ("carb_auc", "CaRB AUC (corpus)", False),
     ("benchie_f1", "BenchIE F1 (corpus)", False),
 ]
+SEEDS_NOTE = " A mean over training seeds shows ± the standard deviation across the seeds."
 TARGET_METRICS = {"triple_f1": "triple F1", "carb_example_f1": "CaRB F1"}
 
 
@@ -34,6 +35,12 @@ def _value(table: Any, chain: str, key: str) -> float | None:
         return None
     value = table.loc[chain, key]
     return None if value is None or math.isnan(float(value)) else float(value)
+
+
+def _spread(table: Any, chain: str, key: str) -> str:
+    """ " ± SD" when `chain` is a mean over training seeds (their sample standard deviation)."""
+    sd = _value(table, chain, f"{key}_sd")
+    return "" if sd is None else f" ± {sd:.3f}"
 
 
 def _relative(before: float | None, after: float | None) -> float | None:
@@ -75,7 +82,8 @@ def verdict_lines(
         "",
         f"**{names[fine_tuned]}** against **{names[few_shot]}** on the same sentences: paired "
         "Wilcoxon signed-rank test and bootstrap 95 % CI of the mean difference for per-sentence "
-        "scores; corpus-level figures have no CI.",
+        "scores; corpus-level figures have no CI."
+        + (SEEDS_NOTE if any(str(c).endswith("_sd") for c in table.columns) else ""),
         "",
         "| metric | few-shot | fine-tuned | difference [95 % CI] | p | relative | n |",
         "|---|---:|---:|---|---:|---:|---:|",
@@ -91,7 +99,10 @@ def verdict_lines(
         else:
             difference, p, n = "", "", ""
         gain = _show_relative(_relative(before, after))
-        lines.append(f"| {name} | {before:.3f} | {after:.3f} | {difference} | {p} | {gain} | {n} |")
+        after_text = f"{after:.3f}{_spread(table, fine_tuned, key)}"
+        lines.append(
+            f"| {name} | {before:.3f} | {after_text} | {difference} | {p} | {gain} | {n} |"
+        )
     lines += ["", "Against the targets:", ""]
     for key, name in TARGET_METRICS.items():
         test = tests.get(key)
@@ -125,7 +136,9 @@ def verdict_lines(
             lines.append(
                 f"- against OpenIE-4 on CaRB test (F1 {OPENIE4['carb_f1']}, AUC "
                 f"{OPENIE4['carb_auc']}): **{status}** "
-                f"(CaRB F1 {f1:.3f}, {f1 / OPENIE4['carb_f1'] * 100:.0f} % of OpenIE-4's; AUC "
-                f"{auc:.3f}, {auc / OPENIE4['carb_auc'] * 100:.0f} %)"
+                f"(CaRB F1 {f1:.3f}{_spread(table, fine_tuned, 'carb_f1')}, "
+                f"{f1 / OPENIE4['carb_f1'] * 100:.0f} % of OpenIE-4's; AUC "
+                f"{auc:.3f}{_spread(table, fine_tuned, 'carb_auc')}, "
+                f"{auc / OPENIE4['carb_auc'] * 100:.0f} %)"
             )
     return [*lines, ""]

@@ -119,6 +119,13 @@ def register(app: typer.Typer) -> None:
             help="A CI gate: a stored experiment key (e.g. an earlier study's fine-tuned chain); "
             "exit 1 when the fine-tuned chain is worse on a metric (paired p < 0.05).",
         ),
+        render_only: bool = typer.Option(
+            False,
+            "--render-only",
+            help="Render the report again from the study's store (after a change to the "
+            "report): nothing trained, generated or scored; --out is the study's folder as it "
+            "named it, with the study's own options.",
+        ),
     ) -> None:
         """Prepare → fine-tune → evaluate every chain → compare → failure analysis → curate.
 
@@ -158,6 +165,11 @@ def register(app: typer.Typer) -> None:
         )
         floors = parse_floors(fail_under)  # refused before any stage runs
         command = "triplesmith " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if render_only:
+            from triplesmith.study import rerender_report
+
+            console.print(f"report: {rerender_report(config, command)}")
+            return
         result = run_study(config, console=err, command=command)
         console.print(results_table(result.comparison))
         console.print(f"report: {result.report}")

@@ -15,11 +15,13 @@ from triplesmith.experiments.report_names import Comparison, chain_name, chain_n
 from triplesmith.experiments.report_plots import write_plots
 from triplesmith.experiments.report_tables import (
     PRECISION_NOTE,
+    SPREAD_NOTE,
     corpus_table,
     correlation_table,
     cost_table,
     failure_examples,
     has_precision,
+    has_spread,
     paired_table,
     score_table,
     summary_sentence,
@@ -56,6 +58,8 @@ def render_markdown(
     lines += ["## Scores (mean per example, 95 % CI)", ""]
     if has_precision(result):
         lines += [PRECISION_NOTE, ""]
+    if has_spread(result):
+        lines += [SPREAD_NOTE, ""]
     lines += [score_table(result).to_markdown(disable_numparse=True), ""]
     if result.summary_metrics:
         lines += [

@@ -15,6 +15,7 @@ from markdown_it import MarkdownIt
 from triplesmith.experiments.report_names import Comparison, chain_names, specs_of
 from triplesmith.experiments.report_tables import (
     PRECISION_NOTE,
+    SPREAD_NOTE,
     WITH_TRIPLES,
     answers_with_triples,
     corpus_table,
@@ -24,6 +25,7 @@ from triplesmith.experiments.report_tables import (
     failure_examples,
     format_number,
     has_precision,
+    has_spread,
     in_order,
     paired_table,
     score_table,
@@ -375,6 +377,8 @@ def render_html(
     if has_precision(result):
         note = _MARKDOWN.renderInline(PRECISION_NOTE)
         parts.append(f'<p class="note">{note} A chain\'s name or score opens its examples.</p>')
+    if has_spread(result):
+        parts.append(f'<p class="note">{e(SPREAD_NOTE)}</p>')
     parts.append(_frame_html(score_table(result), chains, link=True))
     if result.summary_metrics:
         parts += ["<h2>Corpus-level figures</h2>", _frame_html(corpus_table(result), chains)]

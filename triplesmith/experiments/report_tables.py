@@ -24,6 +24,28 @@ def format_number(value: Any, digits: int = 3) -> str:
     return f"{value:.{digits}f}"
 
 
+def spread(table: pd.DataFrame, metric: str) -> list[str]:
+    """Per chain: " ± SD" when the chain is a mean over training seeds (`M_sd`, the sample
+    standard deviation of the seeds' figures; experiments/seeds.py), else ""."""
+    column = f"{metric}_sd"
+    if column not in table.columns:
+        return [""] * len(table)
+    return [
+        "" if v is None or (isinstance(v, float) and math.isnan(v)) else f" ± {v:.3f}"
+        for v in table[column]
+    ]
+
+
+SPREAD_NOTE = (
+    "A mean over training seeds shows ± the sample standard deviation of the seeds' figures "
+    "(the 95 % CI is over the sentences)."
+)
+
+
+def has_spread(result: Comparison) -> bool:
+    return any(column.endswith("_sd") for column in result.table.columns)
+
+
 def in_order(metrics: Sequence[str]) -> list[str]:
     """The metrics with each `X_precision` just before its `X_recall`: a chain whose first
     answers were empty (no precision) must not move the precision column to the end."""
@@ -75,11 +97,15 @@ def score_table(result: Comparison) -> pd.DataFrame:
     counted = False
     for metric in in_order(result.metrics):
         shown[metric] = [
-            f"{format_number(m)} [{format_number(lo)}, {format_number(hi)}]"
+            f"{format_number(m)} [{format_number(lo)}, {format_number(hi)}]{sd}"
             if not math.isnan(m)
             else "n/a"
-            for m, lo, hi in zip(
-                table[metric], table[f"{metric}_low"], table[f"{metric}_high"], strict=True
+            for m, lo, hi, sd in zip(
+                table[metric],
+                table[f"{metric}_low"],
+                table[f"{metric}_high"],
+                spread(table, metric),
+                strict=True,
             )
         ]
         if metric in PRECISION_METRICS and not counted:
@@ -95,7 +121,10 @@ def corpus_table(result: Comparison) -> pd.DataFrame:
     table = result.table
     return pd.DataFrame(
         {
-            metric: [format_number(v) for v in table[metric]]
+            metric: [
+                format_number(v) + sd
+                for v, sd in zip(table[metric], spread(table, metric), strict=True)
+            ]
             for metric in in_order(result.summary_metrics)
         },
         index=table.index,
