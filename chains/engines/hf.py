@@ -33,16 +33,18 @@ from triplesmith.models import adapter_hash, model_hash, resolve
 
 log = logging.getLogger(__name__)
 
-# Rows per `generate`. On a CPU a decode step is memory-bound and grows with the rows. On a GPU a
-# step of a small model costs about the same however many rows it has (for SmolLM2-135M on the
-# H200, `generate` over 634 prompts at once was 2.4x faster than batches of 256: issue 17's
-# table), so a GPU batch is as wide as the sentences in flight allow.
-CPU_BATCH = 16
+# Rows per `generate`. A chunk runs as many decode steps as its longest answer, so fewer, wider
+# chunks take fewer steps: on 2 CPU cores the demo's 20 zero-shot sentences took 59 CPU-s as one
+# chunk, 76 as 16 + 4 rows (benchmarks/RESULTS.md, "Demo memory and time"). On a GPU a step of a
+# small model costs about the same however many rows it has (for SmolLM2-135M on the H200,
+# `generate` over 634 prompts at once was 2.4x faster than batches of 256: issue 17's table), so
+# a GPU batch is as wide as the sentences in flight allow.
+CPU_BATCH = 32
 GPU_BATCH = 1024
-# On a CPU a chunk's KV cache is also capped: 16 few-shot prompts of SmolLM2 (~620 tokens, plus
-# the answers) hold ~0.6 GB of fp32 cache, most of `make demo`'s peak above the model. Narrower
-# chunks of long prompts cost no time there: a CPU step's work grows with the rows anyway.
-CPU_CACHE_BYTES = 256 * 1024**2
+# On a CPU a chunk's KV cache is capped too (fp32, and copied whole by the dynamic cache's
+# concatenation at every step): 20 few-shot prompts of SmolLM2 (~620 tokens, plus the answers)
+# would hold ~0.7 GB in one chunk, about as much as the model; capped, they run as 10 + 10 rows.
+CPU_CACHE_BYTES = 384 * 1024**2
 
 
 class _GreedyLogprobs:
