@@ -35,12 +35,32 @@ class ExtractionChain(Runnable[dict[str, Any], Extraction]):
         """What an experiment records about this chain."""
         from triplesmith.chains.prompt import PROMPT_ID
 
-        return {
+        facts = {
             "chain": self.spec,
             "model": self.model_name,
             "adapter_hash": self.adapter_hash,
             "prompt_id": PROMPT_ID,
         }
+        method = self._adapter_method()
+        if method is not None:  # names the chain in reports even once the adapter is gone
+            facts["adapter_method"] = method
+        return facts
+
+    def _adapter_method(self) -> str | None:
+        """The training method in the manifest of the chain's `+adapter=` folder, if any."""
+        if self.adapter_hash is None:
+            return None
+        import json
+        from pathlib import Path
+
+        from triplesmith.chains.spec import parse_spec
+
+        try:  # the manifest's one field, read as JSON: chains sit below training's layer
+            adapter = parse_spec(self.spec).options.get("adapter")
+            manifest = json.loads((Path(str(adapter)) / "manifest.json").read_text())
+            return str(manifest["method"])
+        except Exception:  # a hand-made spec, an adapter without a manifest, a Hub id
+            return None
 
     def cancel(self) -> None:
         """Abandon the work in flight as soon as possible (an interrupted run). Default: no-op."""

@@ -91,6 +91,9 @@ def _model_and_host(parsed: ChainSpec) -> tuple[str, str]:
 def _adapter_method(adapter: str, metadata: Mapping[str, Any] | None) -> str:
     """`LoRA` or `QLoRA` from the adapter's manifest when it can be read here, else `adapter`
     with the short hash the experiment recorded."""
+    recorded = (metadata or {}).get("adapter_method")
+    if recorded:  # recorded when the experiment ran: the adapter may be gone since
+        return ADAPTER_METHODS.get(str(recorded), str(recorded))
     try:
         method = read_manifest(adapter).method
         return ADAPTER_METHODS.get(method, method)
