@@ -3,7 +3,7 @@
 PyTorch's CPU tensors come from the C allocator. glibc keeps what they free in its heap for
 reuse instead of returning it, and a trained model's garbage sits in reference cycles until the
 collector runs: after `triplesmith train`'s demo run the process still held 2.2 GB, 0.7 GB once
-collected and trimmed (benchmarks/RESULTS.md, "Demo memory").
+collected and trimmed (benchmarks/RESULTS.md, "Demo memory and time").
 """
 
 import ctypes
