@@ -5,6 +5,7 @@ the experiment with its metadata, traces the runs and posts the feedback (row ev
 loopback fake of the API; the key never reaches the store."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from langchain_core.language_models.fake_chat_models import FakeListChatModel
@@ -49,6 +50,31 @@ def _pushes(fake: FakeLangSmith) -> list:
     """The requests that change a dataset's examples."""
     routes = ("POST /examples/bulk", "PATCH /examples/bulk", "DELETE /examples")
     return [r for route in routes for r in fake.requests_to(route)]
+
+
+def made_in_langsmith(name: str, examples: list, *, with_metadata: bool) -> Any:
+    """A dataset created through the LangSmith client, not by triplesmith: gold triples in the
+    reference outputs, and (as earlier versions pushed it) our metadata when asked."""
+    from langsmith import Client
+
+    client = Client()
+    dataset = client.create_dataset(dataset_name=name)
+    client.create_examples(
+        dataset_id=dataset.id,
+        examples=[
+            {
+                "inputs": {"sentence": e.sentence},
+                "reference_outputs": {"triples": [t.model_dump() for t in e.triples]},
+                **(
+                    {"metadata": {"triplesmith_id": e.id, "source": e.source, **e.meta}}
+                    if with_metadata
+                    else {}
+                ),
+            }
+            for e in examples
+        ],
+    )
+    return dataset
 
 
 def test_an_experiment_is_uploaded_with_dataset_metadata_runs_and_feedback(
@@ -159,21 +185,8 @@ def test_curated_failures_go_to_a_langsmith_dataset_with_a_key(
 def test_a_dataset_made_outside_triplesmith_is_never_pushed_twice(
     fake: FakeLangSmith, tmp_path: Path
 ) -> None:
-    from langsmith import Client
-
     # Someone's own dataset: LangSmith ids only, no triplesmith metadata.
-    client = Client()
-    dataset = client.create_dataset(dataset_name="their-triples")
-    client.create_examples(
-        dataset_id=dataset.id,
-        examples=[
-            {
-                "inputs": {"sentence": e.sentence},
-                "reference_outputs": {"triples": [t.model_dump() for t in e.triples]},
-            }
-            for e in EXAMPLES
-        ],
-    )
+    dataset = made_in_langsmith("their-triples", EXAMPLES, with_metadata=False)
     pulled = load_dataset("langsmith:their-triples")
     assert [e.id for e in pulled] == list(fake.examples)  # LangSmith's ids
     register_chat_model("ls-pulled", FakeListChatModel(responses=[ANSWER]))
@@ -188,6 +201,9 @@ def test_a_dataset_made_outside_triplesmith_is_never_pushed_twice(
     assert session.json["reference_dataset_id"] == str(dataset.id)
 
     # A version or tag and a split are passed on to LangSmith.
+    from langsmith import Client
+
+    client = Client()
     version = client.read_dataset_version(dataset_id=dataset.id, tag="latest")
     client.update_dataset_tag(dataset_id=dataset.id, as_of=version.as_of, tag="prod")
     read_langsmith_dataset("their-triples@prod:test", client)
@@ -290,22 +306,8 @@ def test_corpus_figures_come_from_summary_evaluators_and_rows_see_nary_gold(
 def test_a_dataset_pushed_by_an_earlier_version_still_gives_nary_carb(
     fake: FakeLangSmith, tmp_path: Path
 ) -> None:
-    from langsmith import Client
-
     # Earlier versions kept benchmark metadata in the example's metadata, not its outputs.
-    client = Client()
-    dataset = client.create_dataset(dataset_name="triplesmith-old-0123abcd")
-    client.create_examples(
-        dataset_id=dataset.id,
-        examples=[
-            {
-                "inputs": {"sentence": e.sentence},
-                "reference_outputs": {"triples": [t.model_dump() for t in e.triples]},
-                "metadata": {"triplesmith_id": e.id, "source": e.source, **e.meta},
-            }
-            for e in [*EXAMPLES[:2], NARY]
-        ],
-    )
+    made_in_langsmith("triplesmith-old-0123abcd", [*EXAMPLES[:2], NARY], with_metadata=True)
     register_chat_model("ls-old", FakeListChatModel(responses=[gold_answer(NARY)]))
     result = run_experiment(
         "few-shot:ls-old", "langsmith:triplesmith-old-0123abcd", "carb", store=tmp_path / "s.db"
