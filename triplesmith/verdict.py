@@ -12,6 +12,7 @@ from typing import Any
 
 from triplesmith.experiments.compare import paired_tests
 from triplesmith.experiments.report import chain_names
+from triplesmith.experiments.report_tables import chain_spread, has_spread
 
 REFERENCE_GAIN = 0.29
 FORMAT_ERROR_TARGET = 0.02
@@ -35,12 +36,6 @@ def _value(table: Any, chain: str, key: str) -> float | None:
         return None
     value = table.loc[chain, key]
     return None if value is None or math.isnan(float(value)) else float(value)
-
-
-def _spread(table: Any, chain: str, key: str) -> str:
-    """ " ± SD" when `chain` is a mean over training seeds (their sample standard deviation)."""
-    sd = _value(table, chain, f"{key}_sd")
-    return "" if sd is None else f" ± {sd:.3f}"
 
 
 def _relative(before: float | None, after: float | None) -> float | None:
@@ -82,8 +77,7 @@ def verdict_lines(
         "",
         f"**{names[fine_tuned]}** against **{names[few_shot]}** on the same sentences: paired "
         "Wilcoxon signed-rank test and bootstrap 95 % CI of the mean difference for per-sentence "
-        "scores; corpus-level figures have no CI."
-        + (SEEDS_NOTE if any(str(c).endswith("_sd") for c in table.columns) else ""),
+        "scores; corpus-level figures have no CI." + (SEEDS_NOTE if has_spread(comparison) else ""),
         "",
         "| metric | few-shot | fine-tuned | difference [95 % CI] | p | relative | n |",
         "|---|---:|---:|---|---:|---:|---:|",
@@ -99,7 +93,7 @@ def verdict_lines(
         else:
             difference, p, n = "", "", ""
         gain = _show_relative(_relative(before, after))
-        after_text = f"{after:.3f}{_spread(table, fine_tuned, key)}"
+        after_text = f"{after:.3f}{chain_spread(table, fine_tuned, key)}"
         lines.append(
             f"| {name} | {before:.3f} | {after_text} | {difference} | {p} | {gain} | {n} |"
         )
@@ -136,9 +130,9 @@ def verdict_lines(
             lines.append(
                 f"- against OpenIE-4 on CaRB test (F1 {OPENIE4['carb_f1']}, AUC "
                 f"{OPENIE4['carb_auc']}): **{status}** "
-                f"(CaRB F1 {f1:.3f}{_spread(table, fine_tuned, 'carb_f1')}, "
+                f"(CaRB F1 {f1:.3f}{chain_spread(table, fine_tuned, 'carb_f1')}, "
                 f"{f1 / OPENIE4['carb_f1'] * 100:.0f} % of OpenIE-4's; AUC "
-                f"{auc:.3f}{_spread(table, fine_tuned, 'carb_auc')}, "
+                f"{auc:.3f}{chain_spread(table, fine_tuned, 'carb_auc')}, "
                 f"{auc / OPENIE4['carb_auc'] * 100:.0f} %)"
             )
     return [*lines, ""]

@@ -27,13 +27,16 @@ def format_number(value: Any, digits: int = 3) -> str:
 def spread(table: pd.DataFrame, metric: str) -> list[str]:
     """Per chain: " ± SD" when the chain is a mean over training seeds (`M_sd`, the sample
     standard deviation of the seeds' figures; experiments/seeds.py), else ""."""
+    return [chain_spread(table, chain, metric) for chain in table.index]
+
+
+def chain_spread(table: pd.DataFrame, chain: str, metric: str) -> str:
+    """ " ± SD" of one chain's `metric` when it is a mean over training seeds, else ""."""
     column = f"{metric}_sd"
-    if column not in table.columns:
-        return [""] * len(table)
-    return [
-        "" if v is None or (isinstance(v, float) and math.isnan(v)) else f" ± {v:.3f}"
-        for v in table[column]
-    ]
+    value = table.loc[chain, column] if column in table.columns else None
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f" ± {value:.3f}"
 
 
 SPREAD_NOTE = (
