@@ -8,12 +8,12 @@ How a triple's tokens become one number (`Confidence`, the chains' `+confidence=
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Literal
+from typing import Literal, get_args
 
 from triplesmith.schema import Triple
 
 Confidence = Literal["mean", "relation", "min", "sum"]
-CONFIDENCES: tuple[str, ...] = ("mean", "relation", "min", "sum")
+CONFIDENCES: tuple[str, ...] = get_args(Confidence)
 _AGGREGATE: dict[str, Callable[[list[float]], float]] = {
     "mean": lambda lps: sum(lps) / len(lps),
     "relation": lambda lps: sum(lps) / len(lps),
