@@ -10,6 +10,8 @@ further. Finished adapters and examples are reused on a rerun (the store and `ma
         --recipes e8-b16-lr1e-3,e8-b16-lr1e-3-r32-nsplit --decodes greedy,free,conf-min
 
 A recipe is `e{epochs}-b{batch}-lr{learning rate}` followed by any of, in this order:
+`-full` (full fine-tuning: all weights train, no adapter; the model folder is evaluated as the hf
+chain's model, `hf:OUT/models/RECIPE`, with the same engine and decodes; no LoRA suffix with it),
 `-r{LoRA rank}`, `-a{LoRA alpha}` (default twice the rank; both default to TrainConfig's, r16 a32),
 `-attn` (LoRA on the attention projections only, not all linear layers), `-ndrop` or `-nsplit`
 (CaRB's n-ary tuples as training targets: the first object only, or one triple per extra
@@ -29,7 +31,9 @@ themselves (the model wrote its end-of-turn token), `repeat` the share a loop ru
 the share the token budget cut. Prints one row per (recipe, decode) and writes `OUT/sweep.json`,
 and `OUT/choice.json` with `OUT/choice-args`: the recipe with the best greedy validation CaRB F1
 (ties: AUC; a recipe run with several seeds counts by its mean) as the `triplesmith study`
-options that train it, so that `triplesmith study --preset carb $(cat OUT/choice-args)` applies it.
+options that train it, so that `triplesmith study --preset carb $(cat OUT/choice-args)` applies it
+(a `-full` recipe's options include `--method=full`, which `triplesmith study` does not take yet:
+the study refuses them rather than train an adapter at full fine-tuning's learning rate).
 `--max-steps` caps every recipe's training (a smoke test on CPU).
 """
 
@@ -49,11 +53,13 @@ from triplesmith.data.registry import split_examples
 from triplesmith.data.split import check_no_leak, make_split
 
 RECIPE = re.compile(
-    r"^e(?P<epochs>[\d.]+)-b(?P<batch>\d+)-lr(?P<lr>[\d.]+(?:e-?\d+)?)"
+    r"^e(?P<epochs>[\d.]+)-b(?P<batch>\d+)-lr(?P<lr>[\d.]+(?:e-?\d+)?)(?P<full>-full)?"
     r"(?:-r(?P<r>\d+))?(?:-a(?P<alpha>\d+))?(?P<attn>-attn)?(?:-n(?P<nary>drop|split))?"
     r"(?:-s(?P<seed>\d+))?$"
 )
-RECIPE_HELP = "e{epochs}-b{batch}-lr{lr}[-r{rank}][-a{alpha}][-attn][-ndrop|-nsplit][-s{seed}]"
+RECIPE_HELP = (
+    "e{epochs}-b{batch}-lr{lr}[-full][-r{rank}][-a{alpha}][-attn][-ndrop|-nsplit][-s{seed}]"
+)
 # A decode name's prefix and the chain option it sets; `greedy` sets none, `noguard` turns the
 # repeat guard off, `noclose` only its closing of looping strings.
 DECODE_OPTIONS = {"rp": "repetition_penalty", "nr": "no_repeat_ngram_size"}
@@ -81,12 +87,15 @@ def decode_suffix(decode: str) -> str:
 
 
 def parse_recipe(recipe: str) -> dict[str, Any]:
-    """A recipe's training settings: epochs, batch, lr, r, alpha, targets, nary, seed."""
+    """A recipe's training settings: method, epochs, batch, lr, r, alpha, targets, nary, seed."""
     match = RECIPE.match(recipe)
     if not match:
         raise SystemExit(f"bad recipe {recipe!r}: use {RECIPE_HELP}")
+    if match["full"] and (match["r"] or match["alpha"] or match["attn"]):
+        raise SystemExit(f"bad recipe {recipe!r}: -full trains no adapter, so no -r, -a or -attn")
     r = int(match["r"]) if match["r"] else None
     return {
+        "method": "full" if match["full"] else "auto",
         "epochs": float(match["epochs"]),
         "batch": int(match["batch"]),
         "lr": float(match["lr"]),
@@ -105,6 +114,8 @@ def study_args(settings: dict[str, Any]) -> list[str]:
         f"--batch-size={settings['batch']}",
         f"--learning-rate={settings['lr']:g}",
     ]
+    if settings["method"] == "full":
+        args.append("--method=full")
     if settings["r"] is not None:
         args.append(f"--lora-r={settings['r']}")
     if settings["alpha"] is not None:
@@ -156,8 +167,23 @@ def choose(rows: list[dict[str, Any]], decodes: list[str]) -> dict[str, Any]:
     }
 
 
+def trained_dir(recipe: str, out: Path) -> Path:
+    """Where a recipe's adapter (`OUT/adapters/RECIPE`) or full model (`OUT/models/RECIPE`) goes."""
+    full = parse_recipe(recipe)["method"] == "full"
+    return out / ("models" if full else "adapters") / recipe
+
+
+def chain_spec(recipe: str, out: Path, decode: str) -> str:
+    """The hf chain on a recipe's trained weights: the base with the adapter, or the full model."""
+    where = trained_dir(recipe, out)
+    if parse_recipe(recipe)["method"] == "full":
+        return f"hf:{where}{decode_suffix(decode)}"
+    return f"hf:smollm2+adapter={where}{decode_suffix(decode)}"
+
+
 def train_recipe(recipe: str, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
-    """Train the recipe's adapter into `out`, or reuse the one already there; its manifest."""
+    """Train the recipe's adapter (or full model) into `out`, or reuse the one already there;
+    its manifest."""
     from triplesmith.training.config import TrainConfig, lora_settings
 
     manifest_path = out / "manifest.json"
@@ -171,6 +197,7 @@ def train_recipe(recipe: str, data: Path, out: Path, args: argparse.Namespace) -
     config = TrainConfig(
         dataset=str(data),
         out=out,
+        method=settings["method"],
         epochs=settings["epochs"],
         max_steps=args.max_steps,
         batch_size=settings["batch"],
@@ -216,10 +243,9 @@ def main() -> None:
 
     rows = []
     for recipe in recipes:
-        adapter = args.out / "adapters" / recipe
-        manifest = train_recipe(recipe, data, adapter, args)
+        manifest = train_recipe(recipe, data, trained_dir(recipe, args.out), args)
         for decode in decodes:
-            spec = f"hf:smollm2+adapter={adapter}{decode_suffix(decode)}"
+            spec = chain_spec(recipe, args.out, decode)
             started = time.perf_counter()
             result = compare(
                 [spec],

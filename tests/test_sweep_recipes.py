@@ -13,7 +13,7 @@ _SPEC.loader.exec_module(sweep)
 
 def test_old_recipe_names_stay_valid():
     assert sweep.parse_recipe("e2-b16-lr2e-4") == {
-        "epochs": 2.0, "batch": 16, "lr": 2e-4, "r": None, "alpha": None, "targets": None,
+        "method": "auto", "epochs": 2.0, "batch": 16, "lr": 2e-4, "r": None, "alpha": None, "targets": None,
         "nary": "join", "seed": 0,
     }  # fmt: skip
 
@@ -28,6 +28,23 @@ def test_the_levers_in_a_recipe_name_become_study_options():
     ]  # fmt: skip
     with pytest.raises(SystemExit, match="bad recipe"):
         sweep.parse_recipe("e8-b16-lr1e-3-nboth")
+
+
+def test_a_full_recipe_trains_all_weights_and_is_evaluated_as_the_chains_model(tmp_path):
+    settings = sweep.parse_recipe("e8-b16-lr5e-5-full-nsplit-s1")
+    assert (settings["method"], settings["lr"], settings["nary"], settings["seed"]) == (
+        "full", 5e-5, "split", 1,
+    )  # fmt: skip
+    # The study cannot train a full model yet: its options say so rather than train LoRA.
+    assert "--method=full" in sweep.study_args(settings)
+    assert sweep.chain_spec("e8-b16-lr1e-4-full", tmp_path, "conf-min") == (
+        f"hf:{tmp_path}/models/e8-b16-lr1e-4-full+confidence=min"
+    )
+    assert sweep.chain_spec("e8-b16-lr1e-3", tmp_path, "greedy") == (
+        f"hf:smollm2+adapter={tmp_path}/adapters/e8-b16-lr1e-3"
+    )
+    with pytest.raises(SystemExit, match="no -r, -a or -attn"):
+        sweep.parse_recipe("e8-b16-lr5e-5-full-r32")
 
 
 def test_decodes():

@@ -73,7 +73,8 @@ def load_base(
     double_quant: bool = True,
     sharded: bool = False,
 ) -> Any:
-    """The base model in the plan's precision, 4-bit NF4 for QLoRA (compute in the same dtype).
+    """The base model in the plan's precision, 4-bit NF4 for QLoRA (compute in the same dtype),
+    fp32 for full fine-tuning (its master weights; a GPU computes under bf16 autocast).
 
     On a GPU it is loaded straight onto this process's device (`LOCAL_RANK` under
     `accelerate launch`: one copy per process for DDP, QLoRA's included), with the plan's
@@ -85,7 +86,7 @@ def load_base(
     from transformers import AutoModelForCausalLM, BitsAndBytesConfig
 
     dtype = torch.bfloat16 if plan.dtype == "bfloat16" else torch.float32
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    kwargs: dict[str, Any] = {"dtype": torch.float32 if plan.method == "full" else dtype}
     if plan.attention != "sdpa":  # sdpa is transformers' default; eager for models without it
         kwargs["attn_implementation"] = plan.attention
     if plan.attention == VARLEN:

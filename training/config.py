@@ -1,8 +1,9 @@
-"""What an adapter training run asks for (`TrainConfig`, presets) and what the machine decides.
+"""What a training run asks for (`TrainConfig`, presets) and what the machine decides.
 
 The decisions are made from the model's shape and the device (its free memory, and what the
 speed levers can use there) before anything is loaded, each with a reason that goes into the
-adapter manifest: LoRA or QLoRA, precision, gradient checkpointing, and the GPU speed levers:
+manifest: LoRA or QLoRA (or full fine-tuning, when asked for), precision, gradient checkpointing,
+and the GPU speed levers:
 the attention implementation (varlen FlashAttention for packed batches, `training.attention`),
 packing, Liger's kernels (`training.kernels`) and the adapters' dtype. Under `accelerate launch`
 each process plans for its own device (`LOCAL_RANK`), with the base's weights split over the
@@ -30,7 +31,8 @@ from triplesmith.training.machine import Machine, ModelShape, local_rank, world_
 
 log = logging.getLogger(__name__)
 
-Method = Literal["auto", "lora", "qlora"]
+# `auto` picks LoRA or QLoRA; full fine-tuning (all weights, no adapter) only when asked for.
+Method = Literal["auto", "lora", "qlora", "full"]
 Preset = Literal["default", "reference"]
 Format = Literal["chat", "llama2"]
 DType = Literal["float32", "bfloat16"]
@@ -47,6 +49,12 @@ USABLE_SHARE = 0.85
 LORA_VS_QLORA = "bf16 LoRA 8,700 tokens/s vs QLoRA 6,400 on an H100 with a Llama-2-7B shape"
 # The profile behind bf16 adapters on GPU (benchmarks/RESULTS.md).
 FP32_ADAPTER_COST = "~130 ms of a ~630 ms step on an H100 with a Llama-2-7B shape"
+# Full fine-tuning's default learning rate: all weights move, so it is far below LoRA's 2e-4
+# (the carb preset's LoRA uses 1e-3); benchmarks/RESULTS.md, "Full fine-tuning (issue 20)",
+# compares it with 1e-4 on the CaRB validation split.
+FULL_LEARNING_RATE = 5e-5
+# Full fine-tuning keeps fp32 weights, their fp32 gradients and AdamW's two fp32 moments.
+FULL_BYTES_PER_PARAM = 16
 
 
 class LoraSettings(BaseModel):
@@ -137,6 +145,20 @@ class TrainConfig(BaseModel):
     resume: bool = False
 
     @model_validator(mode="after")
+    def _full_fine_tuning(self) -> TrainConfig:
+        """Full fine-tuning's own learning rate unless one was given; no adapter dtype."""
+        if self.method != "full":
+            return self
+        if "learning_rate" not in self.model_fields_set:
+            self.learning_rate = FULL_LEARNING_RATE
+        if self.adapter_dtype is not None:
+            raise ValueError(
+                "adapter_dtype sets the LoRA weights' dtype; full fine-tuning trains no adapter "
+                "(its weights stay fp32); leave adapter_dtype unset"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _one_attention(self) -> TrainConfig:
         given = self.model_kwargs.get("attn_implementation")
         if self.attention and given and given != self.attention:
@@ -160,8 +182,12 @@ class TrainConfig(BaseModel):
         return cls(**{**PRESETS[preset], **given, "preset": preset})
 
     def hyperparameters(self) -> dict[str, Any]:
-        """The fields that shape the adapter, as written to the manifest."""
-        return self.model_dump(mode="json", exclude={"out", "resume", "base", "dataset"})
+        """The fields that shape the adapter (or fully fine-tuned model), as written to the
+        manifest; full fine-tuning leaves out the LoRA settings it does not use."""
+        exclude = {"out", "resume", "base", "dataset"} | (
+            {"lora"} if self.method == "full" else set()
+        )
+        return self.model_dump(mode="json", exclude=exclude)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -191,7 +217,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 class Plan:
     """The decisions for one run, each with the reason recorded in the manifest."""
 
-    method: Literal["lora", "qlora"]
+    method: Literal["lora", "qlora", "full"]
     method_reason: str
     dtype: Literal["float32", "bfloat16"]
     dtype_reason: str
@@ -263,10 +289,13 @@ def _bytes(n: float) -> str:
 
 
 def weight_bytes(shape: ModelShape, method: str, dtype_bytes: int, shards: int = 1) -> float:
-    """The base weights on one device: full precision for LoRA, ~4.5 bits/parameter for NF4,
-    split over `shards` devices when FSDP shards them."""
+    """What grows with the parameter count on one device: the base weights at full precision
+    for LoRA, ~4.5 bits/parameter for NF4, and for full fine-tuning fp32 weights, gradients and
+    AdamW's moments (16 bytes/parameter); split over `shards` devices when FSDP shards them."""
     if method == "qlora":
         return shape.params * 0.5625 / shards
+    if method == "full":
+        return shape.params * FULL_BYTES_PER_PARAM / shards
     return shape.params * dtype_bytes / shards
 
 
@@ -293,12 +322,16 @@ def choose_method(
     machine: Machine,
     tokens_per_step: int,
     shards: int = 1,
-) -> tuple[Literal["lora", "qlora"], str]:
+) -> tuple[Literal["lora", "qlora", "full"], str]:
     """LoRA or QLoRA, and why: QLoRA only when the full-precision base would not fit.
 
     The base counts as fitting when its weights (this device's share of them under FSDP) plus
     the (checkpointed) activations of one micro-batch take at most 85 % of the free memory.
+    `auto` never picks full fine-tuning: it is a recipe choice (validated on data), not a
+    memory one; asked for, it is refused when its fp32 state would not fit.
     """
+    if requested == "full":
+        return "full", _full_reason(shape, machine, tokens_per_step, shards)
     if requested != "auto":
         return requested, f"--method {requested} was requested"
     dtype_bytes = 2 if machine.bf16 else 4
@@ -329,6 +362,26 @@ def choose_method(
         f"the base model ({shape.params / 1e9:.2f} B parameters) does not fit {where} even in "
         f"4-bit (~{_bytes(qlora_need)} needed); lower --batch-size or --max-seq-len, shard it "
         "over several GPUs (--num-processes N --fsdp), or use a machine with more memory"
+    )
+
+
+def _full_reason(shape: ModelShape, machine: Machine, tokens_per_step: int, shards: int) -> str:
+    """Why full fine-tuning fits here, or `TrainingError` when it does not."""
+    dtype_bytes = 2 if machine.bf16 else 4
+    need = weight_bytes(shape, "full", dtype_bytes, shards) + activation_bytes(
+        shape, tokens_per_step, dtype_bytes, checkpointing=True
+    )
+    where = f"{_bytes(machine.free_bytes)} free on {machine.name}"
+    if need > machine.free_bytes * USABLE_SHARE:
+        raise TrainingError(
+            f"full fine-tuning of the base ({shape.params / 1e9:.2f} B parameters: fp32 weights, "
+            f"gradients and AdamW state, {FULL_BYTES_PER_PARAM} bytes each) needs "
+            f"~{_bytes(need)}, more than the {where} allow; use --method lora or qlora, shard it "
+            "over several GPUs (--num-processes N --fsdp), or use a machine with more memory"
+        )
+    return (
+        f"--method full was requested: all weights train (fp32 weights, gradients and AdamW "
+        f"state, {FULL_BYTES_PER_PARAM} bytes a parameter), ~{_bytes(need)} of {where}"
     )
 
 
@@ -400,13 +453,25 @@ def choose_dtype(machine: Machine) -> tuple[Literal["float32", "bfloat16"], str]
     return "float32", f"fp32: {machine.name} has no fast bf16"
 
 
-def choose_adapter_dtype(requested: DType | None, dtype: DType) -> tuple[DType, str]:
-    """The LoRA weights' dtype: the base's compute dtype, so LoRA inputs are never cast.
+def choose_adapter_dtype(
+    requested: DType | None, dtype: DType, method: str = "lora"
+) -> tuple[DType, str]:
+    """The trained weights' dtype: for LoRA the base's compute dtype, so LoRA inputs are never
+    cast; for full fine-tuning fp32 master weights.
 
     With fp32 adapters on a bf16 base, peft casts each LoRA layer's input to fp32 and runs
     dropout, scaling and the add in fp32. TRL keeps QLoRA adapters in bf16 for the same reason
-    (the QLoRA paper's recipe); on CPU everything trains in fp32.
+    (the QLoRA paper's recipe); on CPU everything trains in fp32. Full fine-tuning updates
+    weights of ~1e-2 by steps of ~lr (5e-5): in bf16 (8 bits of mantissa) most such steps round
+    to nothing, so its weights stay fp32 and a GPU computes under bf16 autocast.
     """
+    if method == "full":
+        where = " under bf16 autocast" if dtype == "bfloat16" else ""
+        return "float32", (
+            f"full fine-tuning: no adapter; the model's own weights train as fp32 master "
+            f"weights{where} (bf16 weights would round most updates of a small learning rate "
+            "away)"
+        )
     if requested is not None:
         return requested, f"{requested} adapters as configured"
     if dtype == "bfloat16":
@@ -439,7 +504,7 @@ def plan_training(config: TrainConfig, shape: ModelShape, machine: Machine) -> P
         config.packing, shape, config.group_by_length, attention
     )
     kernels, kernels_reason = choose_kernels(config.kernels, shape, machine)
-    adapter_dtype, adapter_dtype_reason = choose_adapter_dtype(config.adapter_dtype, dtype)
+    adapter_dtype, adapter_dtype_reason = choose_adapter_dtype(config.adapter_dtype, dtype, method)
     return Plan(
         method=method,
         method_reason=method_reason,

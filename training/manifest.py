@@ -1,8 +1,9 @@
 """The adapter manifest: what an adapter was trained from, how, and what it cost.
 
-`manifest.json` sits beside the peft files in the adapter directory. `adapter_hash` names the
-adapter's content (config and weights) for experiment metadata; it is the same hash the hf
-chain records.
+`manifest.json` sits beside the peft files in the adapter directory (or beside the weights of a
+fully fine-tuned model, `method` "full"). `adapter_hash` names the adapter's content (config and
+weights) for experiment metadata; it is the same hash the hf chain records (for a full
+fine-tune: the model folder's `model_hash`, which the chain records as its model's hash).
 
 Both name the base portably, never by a folder of the training machine's cache: the embedded
 SmolLM2 is its Hub id `HuggingFaceTB/SmolLM2-135M-Instruct` plus the sha256 of the GGUF file it
@@ -107,7 +108,9 @@ class AdapterManifest(BaseModel):
     peak_memory_bytes: int
     device: str
     resumed_from: str | None = None
-    adapter_hash: str
+    adapter_hash: str = Field(
+        description="the adapter's `adapter_hash`; for method full, the model folder's `model_hash`"
+    )
     packages: dict[str, str]
 
     @model_validator(mode="after")

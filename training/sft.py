@@ -1,10 +1,12 @@
-"""LoRA / QLoRA supervised fine-tuning with TRL's SFTTrainer, producing an adapter directory.
+"""LoRA / QLoRA (or full) supervised fine-tuning with TRL's SFTTrainer, producing an adapter
+directory (or, for `method="full"`, a model directory: safetensors, config and tokenizer).
 
 `train(config)` is the one code path behind `triplesmith train` and the training benchmarks:
 every bad input is refused before the model is loaded, the machine-dependent choices (the GPU
 speed levers included) come from `training.config.plan_training`, checkpoints go to
-`OUT/checkpoints` (so `resume=True` continues after an interruption), and the adapter lands in
-`OUT` with its `manifest.json`.
+`OUT/checkpoints` (so `resume=True` continues after an interruption), and the adapter (or the
+fully fine-tuned model, which loads as a base model by its folder: `hf:OUT`) lands in `OUT` with
+its `manifest.json`.
 
 Under `accelerate launch` (or `triplesmith train --num-processes N`, which calls it) every
 process runs this same function: each plans for its own device and they agree on the smallest
@@ -34,7 +36,7 @@ from transformers import PrinterCallback, TrainerCallback
 from triplesmith.chains.prompt import PROMPT_ID
 from triplesmith.errors import ModelError, TrainingError
 from triplesmith.memory import release_memory
-from triplesmith.models import adapter_hash, resolve
+from triplesmith.models import ModelRef, adapter_hash, model_hash, resolve
 from triplesmith.training.base_model import (
     base_model_hash,
     check_bitsandbytes,
@@ -76,6 +78,7 @@ RUN_FILE = "triplesmith_run.json"
 # Fields that must not change between an interrupted run and its --resume.
 RESUME_FIXED = (
     "base",
+    "method",
     "dataset",
     "format",
     "nary",
@@ -176,10 +179,11 @@ def _check_out(config: TrainConfig, checkpoints: Path) -> Path | None:
             f"{config.out} holds checkpoints of an earlier run; pass --resume to continue it, "
             "or choose another --out"
         )
-    if (config.out / "adapter_config.json").is_file():
-        raise TrainingError(
-            f"{config.out} already holds an adapter; choose another --out or remove the folder"
-        )
+    for marker, what in (("adapter_config.json", "an adapter"), ("config.json", "a model")):
+        if (config.out / marker).is_file():
+            raise TrainingError(
+                f"{config.out} already holds {what}; choose another --out or remove the folder"
+            )
     return None
 
 
@@ -330,7 +334,8 @@ def _peak_memory(machine: Machine) -> int:
 
 
 def train(config: TrainConfig, console: Console | None = None) -> TrainResult:
-    """Train a LoRA/QLoRA adapter on `config.dataset` into `config.out` and write its manifest.
+    """Train a LoRA/QLoRA adapter (or, with `method="full"`, all the base's weights) on
+    `config.dataset` into `config.out` and write its manifest.
 
     Raises `TrainingError` (before any training step) for an empty dataset, examples longer
     than `max_seq_len`, a base that is not a causal LM, QLoRA where bitsandbytes cannot run,
@@ -407,12 +412,17 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
         config.double_quant,
         sharded=sharded(config, machine),
     )
-    lora = LoraConfig(
-        r=config.lora.r,
-        lora_alpha=config.lora.alpha,
-        lora_dropout=config.lora.dropout,
-        target_modules=config.lora.target_modules,
-        task_type="CAUSAL_LM",
+    full = plan.method == "full"
+    lora = (
+        None
+        if full
+        else LoraConfig(
+            r=config.lora.r,
+            lora_alpha=config.lora.alpha,
+            lora_dropout=config.lora.dropout,
+            target_modules=config.lora.target_modules,
+            task_type="CAUSAL_LM",
+        )
     )
     # One progress bar, the main process's (the Trainer calls every process's callbacks).
     progress = RichProgress(console)
@@ -425,7 +435,8 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
             peft_config=lora,
             callbacks=[progress] if main else [],
         )
-        cast_adapters(trainer.model, plan.adapter_dtype)
+        if not full:  # a full fine-tune keeps its fp32 master weights
+            cast_adapters(trainer.model, plan.adapter_dtype)
         # With tqdm off, Trainer prints every log dict to stdout; the Rich bar replaces both.
         trainer.remove_callback(PrinterCallback)
         try:
@@ -433,14 +444,22 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
             output = trainer.train(resume_from_checkpoint=resume)
         finally:
             progress.progress.stop()
-    trainer.save_model(str(config.out))  # every process takes part (FSDP gathers); main writes
+    # Every process takes part (FSDP gathers); main writes. A full fine-tune is written as a
+    # model folder (model.safetensors, config, generation config, tokenizer).
+    if full:  # Trainer turned the KV cache off for training; the saved model generates with it
+        model.config.use_cache = True
+    trainer.save_model(str(config.out))
     peak = max(_gather(state, _peak_memory(machine)))
     if not main:
         state.wait_for_everyone()  # until the main process has written the manifest
         return TrainResult(out=config.out, manifest=read_manifest(config.out))
 
     # 3. The manifest (the main process).
-    name_base_portably(config.out)  # the embedded base by its Hub id, before adapter_hash
+    if full:  # the weights' hash, the one the hf chain records for a model folder
+        weights_hash = model_hash(ModelRef(name=str(config.out), path=str(config.out), local=True))
+    else:
+        name_base_portably(config.out)  # the embedded base by its Hub id, before adapter_hash
+        weights_hash = adapter_hash(config.out)
     curve = [
         LossPoint(
             step=int(entry["step"]),
@@ -495,7 +514,7 @@ def _train(config: TrainConfig, console: Console | None) -> TrainResult:
         peak_memory_bytes=peak,
         device=machine.name if machine.processes == 1 else f"{machine.processes} x {machine.name}",
         resumed_from=resume_from.name if resume_from else None,
-        adapter_hash=adapter_hash(config.out),
+        adapter_hash=weights_hash,
         packages=package_versions(),
     )
     write_manifest(config.out, manifest)
