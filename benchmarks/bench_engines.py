@@ -31,7 +31,16 @@ import time
 from pathlib import Path
 from typing import Any
 
-ENGINES = ("generate", "hf", "hf-free", "hf-dynamic", "hf-nocudnn", "onnx", "onnx-free")
+ENGINES = (
+    "generate",
+    "hf",
+    "hf-free",
+    "hf-dynamic",
+    "hf-nocudnn",
+    "hf-nocompact",
+    "onnx",
+    "onnx-free",
+)
 
 
 def machine() -> str:
@@ -114,6 +123,8 @@ def run_engine(
         engine.gpu_cache = "dynamic"
     if variant == "hf-nocudnn":
         engine.cudnn_attention = False
+    if variant == "hf-nocompact":
+        engine.compact = False
     free = variant.endswith("-free")
     options = GenerationOptions(
         max_new_tokens=cap,

@@ -165,6 +165,18 @@ class RepeatGuard:
                 scores[row, token] = 0.0
         return scores
 
+    def select(self, keep: list[int]) -> None:
+        """Keep only the rows `keep` (in that order), when finished rows leave the batch between
+        two `generate` calls; read `cut` for the rows that leave before calling this."""
+        new = {old: i for i, old in enumerate(keep)}
+        self.forced = {new[row]: tokens for row, tokens in self.forced.items() if row in new}
+        self.ended = {new[row] for row in self.ended if row in new}
+        self.cut = {new[row] for row in self.cut if row in new}
+        if self.answers:
+            self.answers = [self.answers[i] for i in keep]
+            self.json = [self.json[i] for i in keep]
+            self.string_start = [self.string_start[i] for i in keep]
+
     def _follow(self, input_ids: Any) -> None:
         """Take in the token each row wrote last step: the answer so far, its format, and
         whether it is inside a JSON string."""

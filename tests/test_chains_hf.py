@@ -274,3 +274,41 @@ def test_cpu_chunks_keep_the_kv_cache_under_its_cap() -> None:
         tokens = max(lengths[i] for i in chunk) + max(budgets[i] for i in chunk)
         assert len(chunk) == 1 or len(chunk) * tokens * per_token <= CPU_CACHE_BYTES
     assert max(len(chunk) for chunk in chunks[1:]) < 16
+
+
+@pytest.mark.slow
+def test_finished_rows_leave_the_batch_without_changing_an_answer(carb_dir: Path) -> None:
+    """With the real model on CaRB test sentences (grammar and loop rules on), a chunk whose
+    finished rows leave the batch gives the answers, log-probs and endings of one run at full
+    width, with the CPU's dynamic KV cache and with the GPU's static one."""
+    from triplesmith.chains.engines import GenerationOptions, HFEngine
+    from triplesmith.chains.prompt import build_messages
+
+    sentences: list[str] = []
+    for line in (carb_dir / "gold" / "test.tsv").read_text(encoding="utf-8").splitlines():
+        sentence = line.split("\t")[0]
+        if sentence not in sentences:
+            sentences.append(sentence)
+        if len(sentences) == 8:
+            break
+    engine = HFEngine("smollm2")
+    prompts = [build_messages(s, []) for s in sentences]
+    options = GenerationOptions(max_new_tokens=64, batch_size=len(prompts))
+
+    def run(compact: bool, cache: str) -> tuple[list, list[int]]:
+        engine.compact, engine.cpu_cache = compact, cache
+        results = engine.generate(prompts, [20] * len(prompts), options)
+        assert not [r for r in results if isinstance(r, Exception)]
+        return results, engine.widths
+
+    reference, widths = run(False, "dynamic")
+    assert widths == [len(prompts)]
+    for cache in ("dynamic", "static"):
+        results, widths = run(True, cache)
+        assert len(widths) > 1 and widths == sorted(widths, reverse=True), widths
+        for ours, full in zip(results, reference, strict=True):
+            assert ours.text == full.text
+            assert ours.finish_reason == full.finish_reason
+            assert ours.token_ids == full.token_ids
+            assert ours.logprobs == pytest.approx(full.logprobs, abs=1e-4)
+    assert {r.finish_reason for r in reference} >= {"stop"}  # some rows did finish early

@@ -130,6 +130,7 @@ class GrammarProcessor:
         self._copied: Any = None  # the bitmask's last copy to the GPU
         self._ahead: threading.Thread | None = None  # the next step's masks, being computed
         self._ahead_error: BaseException | None = None
+        self._current = False  # the masks already follow every row's last token (see `select`)
 
     def advance(self, chosen: list[int]) -> None:
         """Take each row's token of this step now (the final scores' argmax, which `generate`
@@ -139,6 +140,24 @@ class GrammarProcessor:
             self._copied.synchronize()  # the buffer's last copy to the GPU is done
         self._ahead = threading.Thread(target=self._step, args=(chosen,), daemon=True)
         self._ahead.start()
+
+    def select(self, keep: list[int]) -> None:
+        """Keep only the rows `keep` (in that order), when finished rows leave the batch between
+        two `generate` calls. Masks being computed ahead are waited for: they already follow the
+        rows' last tokens, which the next call must then not take again."""
+        if self._ahead is not None:
+            self._ahead.join()
+            self._ahead = None
+            if self._ahead_error is not None:
+                raise self._ahead_error
+            self._current = True
+        if self._copied is not None:
+            self._copied.synchronize()
+        self.matchers = [self.matchers[i] for i in keep]
+        self.live = [self.live[i] for i in keep]
+        if self.bitmask is not None:
+            bitmask = self.bitmask[keep]
+            self.bitmask = bitmask.pin_memory() if self.bitmask.is_pinned() else bitmask
 
     def _step(self, chosen: list[int]) -> None:
         try:
@@ -191,6 +210,8 @@ class GrammarProcessor:
             self._ahead = None
             if self._ahead_error is not None:
                 raise self._ahead_error
+        elif self._current:
+            self._current = False
         else:
             if self._copied is not None:
                 self._copied.synchronize()  # the buffer's last copy to the GPU is done

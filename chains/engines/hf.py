@@ -5,6 +5,9 @@ with a static KV cache there), records one log-prob per chosen token (not the fu
 per step), constrains the answer to the triple-list grammar (chains/engines/grammar.py) unless
 a chain turns that off, and ends looping answers (chains/repeat_guard.py). On a GPU the
 grammar's masks for the next step are computed on CPU threads while the GPU runs the model.
+Finished rows leave the batch: `generate` pauses once at most half of its rows are still
+writing and goes on with those alone, their KV cache kept (nothing is computed again), so a
+batch does not run at full width until its longest answer ends.
 Engines are cached per (model, adapter): loaded once per process, shared by every chain on that
 model; nothing a chain sets changes an engine (a chain's options travel with each call).
 """
@@ -45,6 +48,11 @@ GPU_BATCH = 1024
 # concatenation at every step): 20 few-shot prompts of SmolLM2 (~620 tokens, plus the answers)
 # would hold ~0.7 GB in one chunk, about as much as the model; capped, they run as 10 + 10 rows.
 CPU_CACHE_BYTES = 384 * 1024**2
+# `generate` pauses once no more than this share of its rows is still writing; the finished rows
+# leave, and the others go on from their KV cache. A decode step's cost grows with the rows in
+# it (on 2 CPU cores about in proportion; on the H200 41 ms at 634 rows against 13 ms at one),
+# and a pause costs one more `generate` call (benchmarks/RESULTS.md, "Finished rows leave").
+COMPACT_AT = 0.5
 
 
 class _GreedyLogprobs:
@@ -71,10 +79,38 @@ class _GreedyLogprobs:
             self.grammar.advance(best.indices.tolist())
         return scores
 
-    def stacked(self) -> Any:
+    def take(self) -> list[list[float]]:
+        """Each row's log-probs of the steps recorded since the last call, and forget them."""
         import torch
 
-        return torch.stack(self.steps, dim=1).cpu()
+        if not self.steps:
+            return []
+        taken = torch.stack(self.steps, dim=1).cpu().tolist()
+        self.steps = []
+        return taken
+
+    def select(self, keep: list[int]) -> None:
+        """Nothing to keep per row between `generate` calls (see `take`)."""
+
+
+class _PauseWhenFew:
+    """A `generate` stopping criterion that ends the call for every row once no more than
+    `limit` rows are still writing (a row has finished once it wrote end-of-sequence), so that
+    the finished rows can leave the batch. All on the device: no synchronisation of its own."""
+
+    def __init__(self, eos_ids: list[int], rows: int, limit: int, device: Any) -> None:
+        import torch
+
+        self.eos = torch.tensor(eos_ids, device=device)
+        self.finished = torch.zeros(rows, dtype=torch.bool, device=device)
+        self.limit = limit
+
+    def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+        import torch
+
+        self.finished |= torch.isin(input_ids[:, -1], self.eos)
+        few = (~self.finished).sum() <= self.limit
+        return few.expand(input_ids.shape[0]).clone()
 
 
 def cache_bytes_per_token(model: Any) -> int:
@@ -102,6 +138,11 @@ class HFEngine(Engine):
     # is CPU-bound; False keeps to the flash / memory-efficient / math kernels. Not measured yet
     # (benchmarks/bench_engines.py `hf-nocudnn`), so torch's choice stays the default.
     cudnn_attention: bool = True
+    # The KV cache on a CPU: "dynamic" (a static cache there was slower and larger:
+    # benchmarks/RESULTS.md, "Demo memory and time"); "static" lets tests run the GPU's cache.
+    cpu_cache: str = "dynamic"
+    # Whether finished rows leave the batch (see COMPACT_AT); False runs each chunk as one call.
+    compact: bool = True
 
     def __init__(self, model: str = "smollm2", adapter: str | None = None) -> None:
         from triplesmith.models import load
@@ -120,6 +161,7 @@ class HFEngine(Engine):
         self.cache_bytes_per_token = cache_bytes_per_token(self.model)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.vocab_size = int(self.model.config.vocab_size)
+        self.widths: list[int] = []  # rows of each `generate` call of the last chunk
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
@@ -201,71 +243,114 @@ class HFEngine(Engine):
         processors.append(chosen)
         return processors, guard, chosen
 
-    def _cache(self, prompt_width: int, budget: int) -> dict[str, Any]:
-        """`generate`'s cache arguments for a chunk: on a GPU a static cache sized to this
-        chunk (a static cache of transformers' own keeps the longest chunk's size for every
-        later call)."""
-        if not self.on_gpu or self.gpu_cache != "static":
-            return {}
-        from transformers import StaticCache
-        from transformers.generation import utils
+    def _cache(self, prompt_width: int, budget: int) -> Any:
+        """A chunk's KV cache: on a GPU a static cache sized to this chunk (a static cache of
+        transformers' own keeps the longest chunk's size for every later call), on a CPU a
+        dynamic one. Made here so that finished rows can be dropped from it between calls."""
+        from transformers import DynamicCache, StaticCache
 
-        cache = StaticCache(config=self.model.config, max_cache_len=prompt_width + budget)
-        # `generate` takes it as `cache` from transformers 5.24 on, `past_key_values` before.
-        name = "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
-        return {name: cache}
+        kind = self.gpu_cache if self.on_gpu else self.cpu_cache
+        if kind == "static":
+            return StaticCache(config=self.model.config, max_cache_len=prompt_width + budget)
+        return DynamicCache(config=self.model.config)
 
     def _generate_chunk(
         self, texts: list[str], budgets: list[int], options: GenerationOptions
     ) -> list[Generation]:
         import torch
         from transformers import GenerationConfig
+        from transformers.generation import utils
 
-        budget = max(budgets)  # one `generate` call: the longest budget of the chunk
+        budget = max(budgets)  # one budget for the chunk: the longest of its rows
         started = time.perf_counter()
         tok = self.tokenizer
         enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
             self.model.device
         )
-        prompt_width = enc["input_ids"].shape[1]
-        config = GenerationConfig(
-            max_new_tokens=budget,
-            do_sample=False,
-            eos_token_id=self.eos_ids,
-            pad_token_id=tok.pad_token_id,
-            repetition_penalty=options.repetition_penalty,
-            no_repeat_ngram_size=options.no_repeat_ngram_size,
-            disable_compile=True,
-        )
+        prompt_mask = enc["attention_mask"]
+        prompt_width = prompt_mask.shape[1]
         processors, guard, chosen = self._processors(len(texts), prompt_width, budget, options)
-        with torch.inference_mode(), self._attention():
-            sequences = self.model.generate(
-                **enc,
-                **self._cache(prompt_width, budget),
-                generation_config=config,
-                logits_processor=processors,
-                stopping_criteria=[self._stop_when_cancelled],
+        cache = self._cache(prompt_width, budget)
+        # `generate` takes it as `cache` from transformers 5.24 on, `past_key_values` before.
+        cache_name = (
+            "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
+        )
+        eos_ids = set(self.eos_ids)
+        rows = list(range(len(texts)))  # the chunk's row of each row still in the batch
+        input_ids = enc["input_ids"]
+        answers: list[list[int]] = [[] for _ in texts]
+        logprobs: list[list[float]] = [[] for _ in texts]
+        repeated: set[int] = set()
+        written = 0
+        self.widths = []
+        while rows:
+            width = len(rows)
+            self.widths.append(width)
+            pause = _PauseWhenFew(
+                self.eos_ids,
+                width,
+                int(width * COMPACT_AT) if self.compact else 0,
+                self.model.device,
             )
+            config = GenerationConfig(
+                max_new_tokens=budget - written,
+                do_sample=False,
+                eos_token_id=self.eos_ids,
+                pad_token_id=tok.pad_token_id,
+                repetition_penalty=options.repetition_penalty,
+                no_repeat_ngram_size=options.no_repeat_ngram_size,
+                disable_compile=True,
+            )
+            mask = prompt_mask[rows]
+            if written:  # the answers so far are all written tokens: no padding among them
+                mask = torch.cat([mask, mask.new_ones((width, written))], dim=1)
+            with torch.inference_mode(), self._attention():
+                sequences = self.model.generate(
+                    input_ids=input_ids,
+                    attention_mask=mask,
+                    **{cache_name: cache},
+                    generation_config=config,
+                    logits_processor=processors,
+                    stopping_criteria=[self._stop_when_cancelled, pause],
+                )
+            if self.cancelled:
+                raise ChainError(CANCELLED)
+            for row, scores in zip(rows, chosen.take(), strict=True):
+                logprobs[row].extend(scores)
+            new_tokens = sequences[:, prompt_width + written :].tolist()
+            written = sequences.shape[1] - prompt_width
+            keep = []
+            for i, (row, tokens) in enumerate(zip(rows, new_tokens, strict=True)):
+                answers[row].extend(tokens)
+                if guard is not None and i in guard.cut:
+                    repeated.add(row)
+                if written < budget and not eos_ids.intersection(tokens):
+                    keep.append(i)
+            if not keep:
+                break
+            # The rows still writing go on alone, from their own KV cache.
+            kept = torch.tensor(keep, device=input_ids.device)
+            cache.reorder_cache(kept)
+            for processor in processors:
+                processor.select(keep)
+            input_ids = sequences[kept]
+            rows = [rows[i] for i in keep]
+        del cache
         if not self.on_gpu:
             trim_heap()  # the chunk's KV cache goes back to the OS, not into glibc's free lists
-        if self.cancelled:
-            raise ChainError(CANCELLED)
-        scores = chosen.stacked().tolist()
-        new_tokens = sequences[:, prompt_width:].tolist()
-        tokens_in = enc["attention_mask"].sum(dim=1).tolist()
-        eos_ids = set(self.eos_ids)
+        tokens_in = prompt_mask.sum(dim=1).tolist()
         elapsed = time.perf_counter() - started
         generations = []
         for row in range(len(texts)):
-            ids, logprobs = [], []
+            ids, scores = [], []
             finish: FinishReason = "length"
-            for token, score in zip(new_tokens[row], scores[row], strict=True):
+            for token, score in zip(answers[row], logprobs[row], strict=True):
                 if token in eos_ids:
                     finish = "stop"
                     break
                 ids.append(token)
-                logprobs.append(score)
-            if guard is not None and row in guard.cut:
+                scores.append(score)
+            if row in repeated:
                 finish = "repeat"
             pieces = self._pieces(ids)
             generations.append(
@@ -273,7 +358,7 @@ class HFEngine(Engine):
                     text="".join(pieces),
                     token_ids=ids,
                     pieces=pieces,
-                    logprobs=logprobs,
+                    logprobs=scores,
                     tokens_in=tokens_in[row],
                     tokens_out=len(ids),
                     latency_s=elapsed / len(texts),
