@@ -3,7 +3,10 @@
 # the machine stays warm (its /tmp survives only then):
 #
 #   a: carry .carry/a            first half of the embedded GGUF + wheels -> staged in /tmp
-#   w: carry .carry/c            more wheels -> staged in /tmp (they do not fit beside a or b)
+#   w: carry .carry/c            more wheels -> staged in /tmp (they do not fit beside a or b);
+#                                with .carry/ds carried too, the gold is staged in /tmp/ds and
+#                                later calls need not carry it (the tree, .carry/b and .carry/ds
+#                                together are over 64 MiB since the CaRB predictions are committed)
 #   b: carry .carry/b .carry/ds  second half + wheels + the CaRB/BenchIE gold: joins the GGUF,
 #                                installs the wheels and triplesmith into /tmp/site, converts
 #                                SmolLM2, then runs the study into /tmp/out
@@ -38,6 +41,8 @@ export TRIPLESMITH_CACHE_DIR=/tmp/tscache HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=
 export LANGSMITH_TRACING=false LANGCHAIN_TRACING_V2=false
 unset LANGSMITH_API_KEY LANGCHAIN_API_KEY OPENAI_API_KEY
 mkdir -p "$STAGE/whl" "$OUT"
+# The gold staged by stage w stands in for an uncarried .carry/ds.
+if [ ! -e .carry/ds ] && [ -d /tmp/ds ]; then mkdir -p .carry && ln -sfn /tmp/ds .carry/ds; fi
 t0=$(date +%s)
 say() { echo "[$(date -u +%H:%M:%S) +$(($(date +%s) - t0))s] $*"; }
 
@@ -58,6 +63,7 @@ a)
     ;;
 w)
     cp .carry/c/whl/*.whl "$STAGE/whl/" || exit 1
+    if [ -d .carry/ds ] && [ ! -L .carry/ds ]; then rm -rf /tmp/ds && cp -r .carry/ds /tmp/ds; fi
     say "stage w: staged $(ls .carry/c/whl | wc -l) more wheels"
     ;;
 g)
