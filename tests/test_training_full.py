@@ -2,6 +2,7 @@
 real run on the embedded SmolLM2 that moves the weights and leaves a model folder the hf chain
 loads as its model (`hf:OUT`)."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -75,33 +76,29 @@ def test_full_fine_tuning_on_a_gpu_keeps_fp32_master_weights(tmp_path):
 @pytest.mark.slow
 def test_full_fine_tuning_moves_the_weights_and_saves_a_model_the_hf_chain_loads(tmp_path):
     from safetensors.torch import load_file
+    from typer.testing import CliRunner
 
     from triplesmith.chains.registry import get_chain
+    from triplesmith.cli.app import app
     from triplesmith.models import load, model_hash, resolve
     from triplesmith.training.manifest import read_manifest
-    from triplesmith.training.sft import train
 
     shortest = sorted(load_dataset("sample:train"), key=lambda e: len(e.sentence))[:1]
     data = tmp_path / "one.jsonl"
     data.write_text("".join(e.model_dump_json() + "\n" for e in shortest))
     out = tmp_path / "full"
-    # Two optimizer steps, no warmup (a one-step warmup would make the first learning rate 0).
-    config = TrainConfig(
-        dataset=str(data),
-        out=out,
-        method="full",
-        max_steps=2,
-        batch_size=1,
-        max_seq_len=256,
-        warmup_ratio=0.0,
-        save_steps=1000,
-    )
-    manifest = train(config).manifest
+    # Two optimizer steps through the command line (the warmup's one step runs at rate 0).
+    args = ["train", "--method", "full", "--dataset", str(data), "--out", str(out)]
+    args += ["--max-steps", "2", "--batch-size", "1", "--max-seq-len", "256", "--json"]
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    manifest = read_manifest(out)
 
     for name in ("model.safetensors", "config.json", "tokenizer.json", "manifest.json"):
         assert (out / name).is_file(), name
     assert not (out / "adapter_config.json").exists()
-    assert read_manifest(out) == manifest
+    printed = json.loads(result.stdout.strip().splitlines()[-1])  # --json prints the manifest
+    assert printed == manifest.model_dump(mode="json")
     assert (manifest.method, manifest.steps, manifest.adapter_dtype) == ("full", 2, "float32")
     assert manifest.hyperparameters["learning_rate"] == FULL_LEARNING_RATE
     assert "lora" not in manifest.hyperparameters

@@ -31,6 +31,7 @@ class MethodChoice(StrEnum):
     auto = "auto"
     lora = "lora"
     qlora = "qlora"
+    full = "full"
 
 
 class PresetChoice(StrEnum):
@@ -69,7 +70,8 @@ def train(
     method: MethodChoice | None = typer.Option(
         None,
         "--method",
-        help="lora, qlora (4-bit NF4 base), or auto: QLoRA only when the base would not fit "
+        help="lora, qlora (4-bit NF4 base), full (every weight; OUT is then a model folder, "
+        "used as hf:OUT), or auto: QLoRA only when the base would not fit, never full "
         "(default auto; the reference preset uses qlora).",
     ),
     preset: PresetChoice = typer.Option(
@@ -81,7 +83,9 @@ def train(
     max_steps: int | None = typer.Option(
         None, "--max-steps", help="Stop after this many optimizer steps (overrides --epochs)."
     ),
-    lr: float | None = typer.Option(None, "--lr", help="Learning rate (default 2e-4)."),
+    lr: float | None = typer.Option(
+        None, "--lr", help="Learning rate (default 2e-4; 1e-4 with --method full)."
+    ),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Per-step batch (default 4)."),
     max_seq_len: int | None = typer.Option(
         None,
@@ -149,7 +153,8 @@ def train(
     ),
     as_json: bool = typer.Option(False, "--json", help="Print the manifest as JSON."),
 ) -> None:
-    """Fine-tune a LoRA/QLoRA adapter with TRL's SFTTrainer; write OUT with manifest.json."""
+    """Fine-tune a LoRA/QLoRA adapter (or, with --method full, every weight) with TRL's
+    SFTTrainer; write OUT with manifest.json."""
     try:
         from triplesmith.training.config import PRESETS, TrainConfig, lora_settings
         from triplesmith.training.machine import world_size
@@ -209,7 +214,9 @@ def train(
     if as_json:
         print(json.dumps(manifest.model_dump(mode="json"), ensure_ascii=False))
         return
-    table = Table(title=f"adapter {result.out}", show_header=False)
+    full = manifest.method == "full"
+    title = f"model {result.out} (as a chain: hf:{result.out})" if full else f"adapter {result.out}"
+    table = Table(title=title, show_header=False)
     each = " per process" if manifest.hyperparameters.get("processes", 1) > 1 else ""
     table.add_column("field")
     table.add_column("value")
@@ -229,7 +236,7 @@ def train(
             "peak memory",
             f"{manifest.peak_memory_bytes / 1024**3:.2f} GiB{each} on {manifest.device}",
         ),
-        ("adapter hash", manifest.adapter_hash),
+        ("model hash" if full else "adapter hash", manifest.adapter_hash),
     ]
     if manifest.resumed_from:
         rows.insert(2, ("resumed from", manifest.resumed_from))
