@@ -10,6 +10,8 @@ Each engine runs in a process of its own (so peak RSS is that engine's alone):
 - `hf-free`: the same engine unconstrained (no grammar, no loop rules): the raw model;
 - `hf-dynamic`: `hf` with transformers' dynamic KV cache on a GPU (`hf` has a static one there);
 - `hf-nocudnn`: `hf` with attention kept off cuDNN's kernel on the GPU (torch picks it on Hopper);
+- `hf-nocompact`: `hf` with each chunk run as one `generate` call (finished rows stay in it);
+- `hf-noshare`: `hf` with every prompt run whole (the prompts' shared beginning not run once);
 - `onnx`: the onnxruntime-genai engine (chains/engines/onnx.py, fp32) as chains use it
   (triple-list grammar through its llguidance, one prompt per generator; no loop rules);
 - `onnx-free`: the same engine unconstrained (right-padded batches): the raw model;
@@ -38,6 +40,7 @@ ENGINES = (
     "hf-dynamic",
     "hf-nocudnn",
     "hf-nocompact",
+    "hf-noshare",
     "onnx",
     "onnx-free",
 )
@@ -125,6 +128,8 @@ def run_engine(
         engine.cudnn_attention = False
     if variant == "hf-nocompact":
         engine.compact = False
+    if variant == "hf-noshare":
+        engine.share_prefix = False
     free = variant.endswith("-free")
     options = GenerationOptions(
         max_new_tokens=cap,

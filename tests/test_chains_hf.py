@@ -276,6 +276,18 @@ def test_cpu_chunks_keep_the_kv_cache_under_its_cap() -> None:
     assert max(len(chunk) for chunk in chunks[1:]) < 16
 
 
+def carb_test_sentences(carb_dir: Path, n: int) -> list[str]:
+    """The first `n` distinct sentences of CaRB's test gold."""
+    sentences: list[str] = []
+    for line in (carb_dir / "gold" / "test.tsv").read_text(encoding="utf-8").splitlines():
+        sentence = line.split("\t")[0]
+        if sentence not in sentences:
+            sentences.append(sentence)
+        if len(sentences) == n:
+            break
+    return sentences
+
+
 @pytest.mark.slow
 def test_finished_rows_leave_the_batch_without_changing_an_answer(carb_dir: Path) -> None:
     """With the real model on CaRB test sentences (grammar and loop rules on), a chunk whose
@@ -284,13 +296,7 @@ def test_finished_rows_leave_the_batch_without_changing_an_answer(carb_dir: Path
     from triplesmith.chains.engines import GenerationOptions, HFEngine
     from triplesmith.chains.prompt import build_messages
 
-    sentences: list[str] = []
-    for line in (carb_dir / "gold" / "test.tsv").read_text(encoding="utf-8").splitlines():
-        sentence = line.split("\t")[0]
-        if sentence not in sentences:
-            sentences.append(sentence)
-        if len(sentences) == 8:
-            break
+    sentences = carb_test_sentences(carb_dir, 8)
     engine = HFEngine("smollm2")
     prompts = [build_messages(s, []) for s in sentences]
     options = GenerationOptions(max_new_tokens=64, batch_size=len(prompts))
@@ -312,3 +318,33 @@ def test_finished_rows_leave_the_batch_without_changing_an_answer(carb_dir: Path
             assert ours.token_ids == full.token_ids
             assert ours.logprobs == pytest.approx(full.logprobs, abs=1e-4)
     assert {r.finish_reason for r in reference} >= {"stop"}  # some rows did finish early
+
+
+@pytest.mark.slow
+def test_a_shared_prompt_prefix_runs_once_without_changing_an_answer(carb_dir: Path) -> None:
+    """Few-shot prompts share their system prompt and examples: run once at one row (and kept
+    for the next call), they give the answers and log-probs of the prompts run whole, with the
+    CPU's dynamic KV cache and with the GPU's static one."""
+    from triplesmith.chains.engines import GenerationOptions, HFEngine
+    from triplesmith.chains.prompt import build_messages
+    from triplesmith.data.registry import load_dataset
+
+    sentences = carb_test_sentences(carb_dir, 6)
+    shots = load_dataset("sample", split="train")[:3]
+    prompts = [build_messages(s, shots) for s in sentences]
+    engine = HFEngine("smollm2")
+    options = GenerationOptions(max_new_tokens=40, batch_size=len(prompts))
+
+    engine.share_prefix = False
+    reference = engine.generate(prompts, [20] * len(prompts), options)
+    engine.share_prefix = True
+    for cache in ("dynamic", "static"):
+        engine.cpu_cache = cache
+        results = engine.generate(prompts, [20] * len(prompts), options)
+        for ours, whole in zip(results, reference, strict=True):
+            assert ours.text == whole.text and ours.tokens_in == whole.tokens_in
+            assert ours.logprobs == pytest.approx(whole.logprobs, abs=1e-4)
+    shared = len(engine._prefix[0])  # the examples at least: hundreds of tokens
+    assert shared > 300 and engine.prefix_reused == shared  # the second chunk reused it all
+    [alone] = engine.generate(prompts[1:2], [20], options)  # one prompt: the kept prefix
+    assert engine.prefix_reused == shared and alone.text == reference[1].text

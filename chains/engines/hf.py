@@ -1,21 +1,24 @@
-"""The transformers engine: a local causal LM generating for many prompts at once, greedy.
+"""The transformers engine: a local causal LM generating for many prompts at once.
 
 It drives `model.generate` with left-padded batches of similar prompt lengths (wide on a GPU,
-with a static KV cache there), records one log-prob per chosen token (not the full vocabulary
-per step), constrains the answer to the triple-list grammar (chains/engines/grammar.py) unless
-a chain turns that off, and ends looping answers (chains/repeat_guard.py). On a GPU the
-grammar's masks for the next step are computed on CPU threads while the GPU runs the model.
+with a static KV cache there), greedy or sampling at a chain's temperature, records one log-prob
+per chosen token (not the full vocabulary per step), constrains the answer to the triple-list
+grammar (chains/engines/grammar.py) unless a chain turns that off, and ends looping answers
+(chains/repeat_guard.py). On a GPU, decoding greedily, the grammar's masks for the next step
+are computed on CPU threads while the GPU runs the model.
 Finished rows leave the batch: `generate` pauses once at most half of its rows are still
 writing and goes on with those alone, their KV cache kept (nothing is computed again), so a
-batch does not run at full width until its longest answer ends.
+batch does not run at full width until its longest answer ends. The beginning the prompts of a
+chunk share (system prompt, instructions, the same few-shot examples) runs through the model
+once, at one row, and is kept for the next call.
 Engines are cached per (model, adapter): loaded once per process, shared by every chain on that
 model; nothing a chain sets changes an engine (a chain's options travel with each call).
 """
 
 import logging
 import time
-from collections.abc import Sequence
-from contextlib import AbstractContextManager, nullcontext
+from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any
 
 from triplesmith.chains.engines.base import (
@@ -53,36 +56,72 @@ CPU_CACHE_BYTES = 384 * 1024**2
 # it (on 2 CPU cores about in proportion; on the H200 41 ms at 634 rows against 13 ms at one),
 # and a pause costs one more `generate` call (benchmarks/RESULTS.md, "Finished rows leave").
 COMPACT_AT = 0.5
+# A chunk's prompts share their beginning (system prompt, instructions, the same few-shot
+# examples): from this many tokens on it runs through the model once, at one row, and every row
+# starts from its keys and values; the last such prefix is kept for the next call.
+MIN_SHARED_PREFIX = 16
 
 
-class _GreedyLogprobs:
-    """A logits processor that records, per step, the log-prob of the token greedy decoding picks.
+def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
+    """How many leading tokens `a` and `b` have in common."""
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
 
-    Last in the processor list, it sees the final scores; the greedy choice is their argmax, so
-    its normalised log-prob is `max - logsumexp`. This keeps one float per row and step instead
-    of `output_scores`' full vocabulary per step (49,152 floats for SmolLM2). With a grammar on
-    a GPU it also hands the choices to the grammar, which works out the next step's masks while
-    the model runs.
+
+class _ChosenLogprobs:
+    """A logits processor that records, per step, the log-prob of the token each row writes.
+
+    Last of the engine's processors, it sees their final scores, and transformers applies its
+    sampling warpers (the temperature) only after them: a recorded log-prob is the token's under
+    the model's distribution at temperature 1, renormalised over the tokens the grammar allows
+    (and with the loop rules' forced tokens, or a repetition penalty, applied), for greedy and
+    sampled tokens alike; a forced token gets 0. It keeps one float per row and step instead of
+    `output_scores`' full vocabulary per step (49,152 floats for SmolLM2).
+
+    Greedy, the token is the scores' argmax, so its log-prob is `max - logsumexp` at once, and
+    with a grammar on a GPU the choices go to the grammar, which works out the next step's masks
+    while the model runs. Sampling, the token is drawn after this processor: the step's
+    normalised scores are kept until the next call reads the drawn token from `input_ids`, or,
+    for a `generate` call's last step, `take` reads it from the returned sequences (the grammar
+    then reads each row's token from `input_ids` too, as on a CPU).
     """
 
-    def __init__(self, grammar: GrammarProcessor | None = None) -> None:
+    def __init__(self, grammar: GrammarProcessor | None = None, sampling: bool = False) -> None:
         self.steps: list[Any] = []
-        self.grammar = grammar
+        self.grammar = None if sampling else grammar
+        self.sampling = sampling
+        self._pending: Any = None  # the last step's log-probs, until its token is known
 
     def __call__(self, input_ids: Any, scores: Any) -> Any:
         import torch
 
         logits = scores.float()
+        if self.sampling:
+            self._record(input_ids[:, -1])
+            self._pending = torch.log_softmax(logits, dim=-1)
+            return scores
         best = logits.max(dim=-1)
         self.steps.append(best.values - torch.logsumexp(logits, dim=-1))
         if self.grammar is not None and scores.is_cuda:
             self.grammar.advance(best.indices.tolist())
         return scores
 
-    def take(self) -> list[list[float]]:
-        """Each row's log-probs of the steps recorded since the last call, and forget them."""
+    def _record(self, tokens: Any) -> None:
+        """The pending step's log-probs of the tokens written at that step."""
+        if self._pending is not None:
+            self.steps.append(self._pending.gather(1, tokens.unsqueeze(1)).squeeze(1))
+            self._pending = None
+
+    def take(self, sequences: Any) -> list[list[float]]:
+        """Each row's log-probs of the steps recorded since the last call, and forget them;
+        `sequences` is what the `generate` call returned (its last tokens end a sampled step)."""
         import torch
 
+        self._record(sequences[:, -1])
         if not self.steps:
             return []
         taken = torch.stack(self.steps, dim=1).cpu().tolist()
@@ -123,7 +162,8 @@ def cache_bytes_per_token(model: Any) -> int:
 
 
 class HFEngine(Engine):
-    """A loaded transformers model + tokenizer that turns chat prompts into greedy generations."""
+    """A loaded transformers model + tokenizer that turns chat prompts into generations
+    (greedy, or sampled at a chain's temperature)."""
 
     name = "transformers"
     # The KV cache on a GPU: "static" (preallocated for the chunk's prompts and budget) or
@@ -143,6 +183,9 @@ class HFEngine(Engine):
     cpu_cache: str = "dynamic"
     # Whether finished rows leave the batch (see COMPACT_AT); False runs each chunk as one call.
     compact: bool = True
+    # Whether the prompts' shared beginning (the system prompt, the few-shot examples) is run
+    # through the model once, at one row, instead of once a row (see `_shared_prefix`).
+    share_prefix: bool = True
 
     def __init__(self, model: str = "smollm2", adapter: str | None = None) -> None:
         from triplesmith.models import load
@@ -162,6 +205,9 @@ class HFEngine(Engine):
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
         self.vocab_size = int(self.model.config.vocab_size)
         self.widths: list[int] = []  # rows of each `generate` call of the last chunk
+        self.prefix_reused = 0  # tokens of the last chunk's prefix taken from an earlier call
+        # The last shared prefix: its token ids and each layer's keys and values (one row).
+        self._prefix: tuple[list[int], list[tuple[Any, Any]]] | None = None
         eos = self.model.generation_config.eos_token_id
         if eos is None:
             eos = self.tokenizer.eos_token_id
@@ -220,9 +266,15 @@ class HFEngine(Engine):
 
     def _processors(
         self, rows: int, prompt_width: int, budget: int, options: GenerationOptions
-    ) -> tuple[list[Any], RepeatGuard | None, _GreedyLogprobs]:
+    ) -> tuple[list[Any], RepeatGuard | None, _ChosenLogprobs]:
         """The logits processors, in order: the grammar's mask, the loop rules (which may
-        force closing tokens the grammar allows), then the log-prob recorder."""
+        force closing tokens the grammar allows), then the log-prob recorder.
+
+        The loop rules look one token ahead at the argmax. Sampling, they still force their
+        tokens (a forced token is the only one allowed, so it is drawn with probability 1), but
+        they check only the argmax: a drawn token that is not the argmax is not checked at the
+        step it is written (a repeated item it closes is dropped by the parser, and the next
+        argmax that closes a repeat still ends the answer)."""
         processors: list[Any] = []
         grammar = None
         if options.constrained:
@@ -239,7 +291,7 @@ class HFEngine(Engine):
                 strings=options.close_loops,
             )
             processors.append(guard)
-        chosen = _GreedyLogprobs(grammar)
+        chosen = _ChosenLogprobs(grammar, sampling=options.temperature is not None)
         processors.append(chosen)
         return processors, guard, chosen
 
@@ -264,77 +316,91 @@ class HFEngine(Engine):
         budget = max(budgets)  # one budget for the chunk: the longest of its rows
         started = time.perf_counter()
         tok = self.tokenizer
-        enc = tok(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(
-            self.model.device
-        )
-        prompt_mask = enc["attention_mask"]
-        prompt_width = prompt_mask.shape[1]
-        processors, guard, chosen = self._processors(len(texts), prompt_width, budget, options)
-        cache = self._cache(prompt_width, budget)
         # `generate` takes it as `cache` from transformers 5.24 on, `past_key_values` before.
         cache_name = (
             "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
         )
+        ids = tok(texts, add_special_tokens=False)["input_ids"]
+        shared = self._shared_length(ids) if self.share_prefix else 0
+        self.prefix_reused = 0
+        # Rows are the shared prefix, then each row's own tokens left-padded: the padding sits
+        # between them, which the attention mask and the positions (counted over the mask) skip.
+        own = [row[shared:] for row in ids]
+        own_width = max(len(row) for row in own)
+        pad = tok.pad_token_id
+        input_ids = torch.tensor(
+            [ids[0][:shared] + [pad] * (own_width - len(row)) + row for row in own],
+            device=self.model.device,
+        )
+        prompt_mask = torch.tensor(
+            [[1] * shared + [0] * (own_width - len(row)) + [1] * len(row) for row in own],
+            device=self.model.device,
+        )
+        prompt_width = prompt_mask.shape[1]
+        processors, guard, chosen = self._processors(len(texts), prompt_width, budget, options)
+        cache = self._cache(prompt_width, budget)
+        if shared:
+            self._fill_prefix(cache, ids[0][:shared], len(texts), cache_name)
         eos_ids = set(self.eos_ids)
         rows = list(range(len(texts)))  # the chunk's row of each row still in the batch
-        input_ids = enc["input_ids"]
         answers: list[list[int]] = [[] for _ in texts]
         logprobs: list[list[float]] = [[] for _ in texts]
         repeated: set[int] = set()
         written = 0
         self.widths = []
-        while rows:
-            width = len(rows)
-            self.widths.append(width)
-            pause = _PauseWhenFew(
-                self.eos_ids,
-                width,
-                int(width * COMPACT_AT) if self.compact else 0,
-                self.model.device,
-            )
-            config = GenerationConfig(
-                max_new_tokens=budget - written,
-                do_sample=False,
-                eos_token_id=self.eos_ids,
-                pad_token_id=tok.pad_token_id,
-                repetition_penalty=options.repetition_penalty,
-                no_repeat_ngram_size=options.no_repeat_ngram_size,
-                disable_compile=True,
-            )
-            mask = prompt_mask[rows]
-            if written:  # the answers so far are all written tokens: no padding among them
-                mask = torch.cat([mask, mask.new_ones((width, written))], dim=1)
-            with torch.inference_mode(), self._attention():
-                sequences = self.model.generate(
-                    input_ids=input_ids,
-                    attention_mask=mask,
-                    **{cache_name: cache},
-                    generation_config=config,
-                    logits_processor=processors,
-                    stopping_criteria=[self._stop_when_cancelled, pause],
+        with self._random(options):
+            while rows:
+                width = len(rows)
+                self.widths.append(width)
+                pause = _PauseWhenFew(
+                    self.eos_ids,
+                    width,
+                    int(width * COMPACT_AT) if self.compact else 0,
+                    self.model.device,
                 )
-            if self.cancelled:
-                raise ChainError(CANCELLED)
-            for row, scores in zip(rows, chosen.take(), strict=True):
-                logprobs[row].extend(scores)
-            new_tokens = sequences[:, prompt_width + written :].tolist()
-            written = sequences.shape[1] - prompt_width
-            keep = []
-            for i, (row, tokens) in enumerate(zip(rows, new_tokens, strict=True)):
-                answers[row].extend(tokens)
-                if guard is not None and i in guard.cut:
-                    repeated.add(row)
-                if written < budget and not eos_ids.intersection(tokens):
-                    keep.append(i)
-            if not keep:
-                break
-            # The rows still writing go on alone, from their own KV cache.
-            kept = torch.tensor(keep, device=input_ids.device)
-            cache.reorder_cache(kept)
-            for processor in processors:
-                processor.select(keep)
-            input_ids = sequences[kept]
-            rows = [rows[i] for i in keep]
+                config = GenerationConfig(
+                    max_new_tokens=budget - written,
+                    **self._decoding(options),
+                    eos_token_id=self.eos_ids,
+                    pad_token_id=tok.pad_token_id,
+                    repetition_penalty=options.repetition_penalty,
+                    no_repeat_ngram_size=options.no_repeat_ngram_size,
+                    disable_compile=True,
+                )
+                mask = prompt_mask[rows]
+                if written:  # the answers so far are all written tokens: no padding among them
+                    mask = torch.cat([mask, mask.new_ones((width, written))], dim=1)
+                with torch.inference_mode(), self._attention():
+                    sequences = self.model.generate(
+                        input_ids=input_ids,
+                        attention_mask=mask,
+                        **{cache_name: cache},
+                        generation_config=config,
+                        logits_processor=processors,
+                        stopping_criteria=[self._stop_when_cancelled, pause],
+                    )
+                if self.cancelled:
+                    raise ChainError(CANCELLED)
+                for row, scores in zip(rows, chosen.take(sequences), strict=True):
+                    logprobs[row].extend(scores)
+                new_tokens = sequences[:, prompt_width + written :].tolist()
+                written = sequences.shape[1] - prompt_width
+                keep = []
+                for i, (row, tokens) in enumerate(zip(rows, new_tokens, strict=True)):
+                    answers[row].extend(tokens)
+                    if guard is not None and i in guard.cut:
+                        repeated.add(row)
+                    if written < budget and not eos_ids.intersection(tokens):
+                        keep.append(i)
+                if not keep:
+                    break
+                # The rows still writing go on alone, from their own KV cache.
+                kept = torch.tensor(keep, device=input_ids.device)
+                cache.reorder_cache(kept)
+                for processor in processors:
+                    processor.select(keep)
+                input_ids = sequences[kept]
+                rows = [rows[i] for i in keep]
         del cache
         if not self.on_gpu:
             trim_heap()  # the chunk's KV cache goes back to the OS, not into glibc's free lists
@@ -366,6 +432,78 @@ class HFEngine(Engine):
                 )
             )
         return generations
+
+    def _decoding(self, options: GenerationOptions) -> dict[str, Any]:
+        """`generate`'s decoding settings: greedy, or plain sampling at the chain's temperature
+        (no top-k, top-p or other cut, whatever the model's generation config says)."""
+        if options.temperature is None:
+            return {"do_sample": False}
+        return {
+            "do_sample": True,
+            "temperature": options.temperature,
+            "top_k": 0,
+            "top_p": 1.0,
+            "min_p": 0.0,
+            "typical_p": 1.0,
+            "epsilon_cutoff": 0.0,
+            "eta_cutoff": 0.0,
+        }
+
+    @contextmanager
+    def _random(self, options: GenerationOptions) -> Iterator[None]:
+        """Sampling: the random generators of the CPU and the model's GPU seeded with the
+        chain's seed for one chunk, and put back as they were after it (one seed per chunk,
+        not per row: a prompt's sample depends on the rows it is batched with)."""
+        if options.temperature is None:
+            yield
+            return
+        import torch
+
+        devices = [self.model.device] if self.on_gpu else []
+        with torch.random.fork_rng(devices=devices):
+            torch.random.default_generator.manual_seed(options.seed)
+            if self.on_gpu:
+                with torch.cuda.device(self.model.device):
+                    torch.cuda.manual_seed(options.seed)
+            yield
+
+    def _shared_length(self, ids: list[list[int]]) -> int:
+        """How many leading tokens every prompt of the chunk shares (each keeps at least one
+        of its own), or 0 when that is too short to be worth a pass of its own. A single
+        prompt shares what it has in common with the last chunk's prefix."""
+        others = ids[1:] if len(ids) > 1 else [self._prefix[0]] if self._prefix else []
+        if not others:
+            return 0
+        shared = min(len(row) for row in ids) - 1
+        for row in others:
+            shared = min(shared, _common_length(ids[0], row))
+        return shared if shared >= MIN_SHARED_PREFIX else 0
+
+    def _fill_prefix(self, cache: Any, prefix: list[int], rows: int, cache_name: str) -> None:
+        """Put the keys and values of `prefix` into `cache` for each of `rows` rows: run once at
+        one row, starting from the last chunk's prefix as far as it agrees."""
+        import torch
+        from transformers import DynamicCache
+
+        single = DynamicCache(config=self.model.config)
+        reused = 0
+        if self._prefix is not None:
+            reused = _common_length(self._prefix[0], prefix)
+            for layer, (keys, values) in enumerate(self._prefix[1] if reused else ()):
+                single.update(keys[:, :, :reused], values[:, :, :reused], layer)
+        if reused < len(prefix):
+            rest = torch.tensor([prefix[reused:]], device=self.model.device)
+            with torch.inference_mode():
+                self.model(input_ids=rest, **{cache_name: single}, use_cache=True)
+        layers = [(layer.keys, layer.values) for layer in single.layers]
+        self._prefix = (list(prefix), layers)
+        self.prefix_reused = reused
+        for layer, (keys, values) in enumerate(layers):
+            cache.update(
+                keys.expand(rows, -1, -1, -1).contiguous(),
+                values.expand(rows, -1, -1, -1).contiguous(),
+                layer,
+            )
 
     def _attention(self) -> AbstractContextManager[Any]:
         """The attention kernels `generate` may use (see `cudnn_attention`)."""
