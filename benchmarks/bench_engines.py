@@ -11,7 +11,8 @@ Each engine runs in a process of its own (so peak RSS is that engine's alone):
 - `hf-dynamic`: `hf` with transformers' dynamic KV cache on a GPU (`hf` has a static one there);
 - `hf-nocudnn`: `hf` with attention kept off cuDNN's kernel on the GPU (torch picks it on Hopper);
 - `hf-nocompact`: `hf` with each chunk run as one `generate` call (finished rows stay in it);
-- `hf-noshare`: `hf` with every prompt run whole (the prompts' shared beginning not run once);
+- `hf-noshare` / `hf-share`: `hf` with every prompt run whole / with the prompts' shared beginning
+  run once at one row (the default on a CPU, off on a GPU);
 - `onnx`: the onnxruntime-genai engine (chains/engines/onnx.py, fp32) as chains use it
   (triple-list grammar through its llguidance, one prompt per generator; no loop rules);
 - `onnx-free`: the same engine unconstrained (right-padded batches): the raw model;
@@ -41,6 +42,7 @@ ENGINES = (
     "hf-nocudnn",
     "hf-nocompact",
     "hf-noshare",
+    "hf-share",
     "onnx",
     "onnx-free",
 )
@@ -130,6 +132,8 @@ def run_engine(
         engine.compact = False
     if variant == "hf-noshare":
         engine.share_prefix = False
+    if variant == "hf-share":
+        engine.share_prefix = True
     free = variant.endswith("-free")
     options = GenerationOptions(
         max_new_tokens=cap,

@@ -8,9 +8,9 @@ grammar (chains/engines/grammar.py) unless a chain turns that off, and ends loop
 are computed on CPU threads while the GPU runs the model.
 Finished rows leave the batch: `generate` pauses once at most half of its rows are still
 writing and goes on with those alone, their KV cache kept (nothing is computed again), so a
-batch does not run at full width until its longest answer ends. The beginning the prompts of a
-chunk share (system prompt, instructions, the same few-shot examples) runs through the model
-once, at one row, and is kept for the next call.
+batch does not run at full width until its longest answer ends. On a CPU the beginning the
+prompts of a chunk share (system prompt, instructions, the same few-shot examples) runs through
+the model once, at one row, and is kept for the next call.
 Engines are cached per (model, adapter): loaded once per process, shared by every chain on that
 model; nothing a chain sets changes an engine (a chain's options travel with each call).
 """
@@ -184,8 +184,11 @@ class HFEngine(Engine):
     # Whether finished rows leave the batch (see COMPACT_AT); False runs each chunk as one call.
     compact: bool = True
     # Whether the prompts' shared beginning (the system prompt, the few-shot examples) is run
-    # through the model once, at one row, instead of once a row (see `_shared_prefix`).
-    share_prefix: bool = True
+    # through the model once, at one row, instead of once a row (`_fill_prefix`); None: on a CPU
+    # only. On the H200 (bf16) it was no faster and changed greedy answers (the prefix's keys
+    # computed at one row round differently): benchmarks/RESULTS.md, "The prompts' shared
+    # beginning"; on a CPU (fp32) the answers are the same and few-shot chunks run ~1.8x faster.
+    share_prefix: bool | None = None
 
     def __init__(self, model: str = "smollm2", adapter: str | None = None) -> None:
         from triplesmith.models import load
@@ -321,7 +324,8 @@ class HFEngine(Engine):
             "cache" if "cache" in getattr(utils, "ALL_CACHE_NAMES", ()) else "past_key_values"
         )
         ids = tok(texts, add_special_tokens=False)["input_ids"]
-        shared = self._shared_length(ids) if self.share_prefix else 0
+        share = self.share_prefix if self.share_prefix is not None else not self.on_gpu
+        shared = self._shared_length(ids) if share else 0
         self.prefix_reused = 0
         # Rows are the shared prefix, then each row's own tokens left-padded: the padding sits
         # between them, which the attention mask and the positions (counted over the mask) skip.
