@@ -23,8 +23,15 @@ first repeated triple and closing a string that loops on a phrase), `noguard` (g
 that guard), `noclose` (the guard without closing looping strings), `free` (no grammar),
 `conf-relation`, `conf-min` or `conf-sum` (the same answers, with each triple's confidence for
 CaRB's AUC from its relation's tokens, its least likely token, or its tokens' total log-prob
-instead of their mean; chains/confidence.py), `rp{repetition penalty}` or
-`nr{no-repeat n-gram size}`.
+instead of their mean; chains/confidence.py), `rp{repetition penalty}`,
+`nr{no-repeat n-gram size}`, or `vote{N}-t{temperature}`: N answers sampled at that temperature
+(sample seeds 0 to N-1, the default decoding otherwise), of which a triple is kept when at least
+half of them hold it (the fields compared as the scorers normalise them, `normalise_sentence`), with
+its vote share as its confidence (ties: its mean log-prob over the samples); `vote3-t0.7` reuses
+the first three samples of `vote5-t0.7` from the store. A vote prints two rows: the vote, and
+`DECODE:each`, the samples' own figures averaged. In a vote row `format_error`, `repetition` and
+how the answers ended are the samples' means, and `tokens out` the tokens all N wrote for a
+sentence.
 
 Each row reports, besides the scores, how the answers ended: `stop` the share that ended by
 themselves (the model wrote its end-of-turn token), `repeat` the share a loop rule cut, `length`
@@ -41,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 import time
 from collections import Counter
@@ -72,7 +80,19 @@ NAMED_DECODES = {
     "conf-min": "+confidence=min",
     "conf-sum": "+confidence=sum",
 }
+VOTE = re.compile(r"^vote(?P<n>\d+)-t(?P<t>[\d.]+)$")
 FINISHES = ("stop", "repeat", "length")
+
+
+def vote_of(decode: str) -> tuple[int, float] | None:
+    """A vote decode's (samples, temperature); None for any other decode."""
+    match = VOTE.match(decode)
+    if not match:
+        return None
+    n, temperature = int(match["n"]), float(match["t"])
+    if n < 1 or not 0 < temperature <= 2:
+        raise SystemExit(f"bad decode {decode!r}: voteN-tT needs N >= 1 and 0 < T <= 2")
+    return n, temperature
 
 
 def decode_suffix(decode: str) -> str:
@@ -81,9 +101,56 @@ def decode_suffix(decode: str) -> str:
     option = DECODE_OPTIONS.get(decode[:2])
     if option is None:
         raise SystemExit(
-            f"unknown decode {decode!r}: use {', '.join(NAMED_DECODES)}, rpFLOAT or nrINT"
+            f"unknown decode {decode!r}: use {', '.join(NAMED_DECODES)}, rpFLOAT, nrINT or voteN-tT"
         )
     return f"+{option}={decode[2:]}"
+
+
+def decode_suffixes(decode: str) -> list[str]:
+    """The chain options of a decode: one set, or one per sample of a vote."""
+    vote = vote_of(decode)
+    if vote is None:
+        return [decode_suffix(decode)]
+    n, temperature = vote
+    return [f"+sample_seed={seed}+temperature={temperature:g}" for seed in range(n)]
+
+
+def vote_triples(samples: list[dict[str, Any]], n: int) -> dict[str, Any]:
+    """One sentence's voted answer from its sampled answers (outputs dicts with `triples` and
+    `confidences`; `n` the samples asked for, answered or not): the triples at least half of
+    the `n` samples hold (a sample counts once per triple; fields compared after
+    `normalise_sentence`), in order of first appearance, written as first seen; each with its
+    vote share as confidence, plus less than half a share's step from its mean log-prob
+    confidence over the samples (exp of it), so that ties in votes rank by log-prob."""
+    from triplesmith.schema import Triple
+    from triplesmith.text import normalise_sentence
+
+    votes: dict[tuple[str, ...], int] = {}
+    first: dict[tuple[str, ...], Triple] = {}
+    logprobs: dict[tuple[str, ...], list[float]] = {}
+    for outputs in samples:
+        triples = [Triple.model_validate(t) for t in outputs.get("triples") or []]
+        confidences = outputs.get("confidences") or [None] * len(triples)
+        held: set[tuple[str, ...]] = set()
+        for triple, confidence in zip(triples, confidences, strict=True):
+            key = tuple(normalise_sentence(field) for field in triple.as_tuple())
+            if key in held:
+                continue
+            held.add(key)
+            votes[key] = votes.get(key, 0) + 1
+            first.setdefault(key, triple)
+            if confidence is not None:
+                logprobs.setdefault(key, []).append(float(confidence))
+    kept = [key for key in votes if 2 * votes[key] >= n]
+    confidences = []
+    for key in kept:
+        tie = math.exp(mean(logprobs[key])) if key in logprobs else 0.0
+        confidences.append(votes[key] / n + tie * 0.5 / n)
+    return {
+        "triples": [first[key].model_dump() for key in kept],
+        "confidences": confidences,
+        "diagnostics": {"complete": True},
+    }
 
 
 def parse_recipe(recipe: str) -> dict[str, Any]:
@@ -175,10 +242,61 @@ def trained_dir(recipe: str, out: Path) -> Path:
 
 def chain_spec(recipe: str, out: Path, decode: str) -> str:
     """The hf chain on a recipe's trained weights: the base with the adapter, or the full model."""
+    return chain_specs(recipe, out, decode)[0]
+
+
+def chain_specs(recipe: str, out: Path, decode: str) -> list[str]:
+    """The hf chains of a decode on a recipe's trained weights (one per sample of a vote)."""
     where = trained_dir(recipe, out)
     if parse_recipe(recipe)["method"] == "full":
-        return f"hf:{where}{decode_suffix(decode)}"
-    return f"hf:smollm2+adapter={where}{decode_suffix(decode)}"
+        return [f"hf:{where}{suffix}" for suffix in decode_suffixes(decode)]
+    return [f"hf:smollm2+adapter={where}{suffix}" for suffix in decode_suffixes(decode)]
+
+
+def table_row(row: Any) -> dict[str, float]:
+    """A chain's scores from `compare`'s table."""
+    return {
+        "triple_f1": float(row["triple_f1"]),
+        "carb_f1": float(row["carb_f1"]),
+        "carb_auc": float(row["carb_auc"]),
+        "format_error": float(row["tag:format_error"]),
+        "repetition": float(row["tag:repetition"]),
+    }
+
+
+def vote_rows(result: Any, n: int) -> tuple[dict[str, float], dict[str, float]]:
+    """The voted answers' scores (the scorers of `compare`, on the validation examples that at
+    least one sample answered), and the samples' own scores averaged."""
+    from triplesmith.evaluators.exact import CarbEvaluator
+    from triplesmith.evaluators.triple_f1 import TripleF1Evaluator
+
+    each = [table_row(result.table.iloc[i]) for i in range(len(result.experiments))]
+    averaged = {key: mean(r[key] for r in each) for key in each[0]}
+    answers: dict[str, list[dict[str, Any]]] = {}
+    examples = {}
+    for experiment in result.experiments:
+        for row in experiment.rows:
+            examples[row.example_id] = row.example
+            if not row.failed:
+                answers.setdefault(row.example_id, []).append(row.outputs)
+    ids = [example_id for example_id in examples if example_id in answers]
+    voted = [vote_triples(answers[i], n) for i in ids]
+    gold = [examples[i] for i in ids]
+    triple_f1 = TripleF1Evaluator()
+    f1s = [
+        f.score
+        for outputs, example in zip(voted, gold, strict=True)
+        for f in triple_f1.evaluate(outputs, example)
+        if f.key == "triple_f1" and f.score is not None
+    ]
+    carb = {f.key: f.score for f in CarbEvaluator().summarise(voted, gold)}
+    scores = {
+        **averaged,
+        "triple_f1": mean(f1s) if f1s else math.nan,
+        "carb_f1": float(carb["carb_f1"] or 0.0),
+        "carb_auc": float(carb["carb_auc"] or 0.0),
+    }
+    return scores, averaged
 
 
 def train_recipe(recipe: str, data: Path, out: Path, args: argparse.Namespace) -> dict[str, Any]:
@@ -228,7 +346,7 @@ def main() -> None:
     for recipe in recipes:  # refused before anything runs
         parse_recipe(recipe)
     for decode in decodes:
-        decode_suffix(decode)
+        decode_suffixes(decode)
 
     from triplesmith.experiments.compare import compare
 
@@ -245,45 +363,51 @@ def main() -> None:
     for recipe in recipes:
         manifest = train_recipe(recipe, data, trained_dir(recipe, args.out), args)
         for decode in decodes:
-            spec = chain_spec(recipe, args.out, decode)
+            specs = chain_specs(recipe, args.out, decode)
             started = time.perf_counter()
             result = compare(
-                [spec],
+                specs,
                 str(data / "test.jsonl"),
                 "triple-f1,format,carb",
                 max_concurrency=args.concurrency,
                 store=args.out / "experiments.sqlite",
             )
-            row = result.table.iloc[0]
-            rows.append(
-                {
-                    "recipe": recipe,
-                    "decode": decode,
-                    "steps": manifest.get("steps"),
-                    "loss_end": manifest.get("loss_end"),
-                    "triple_f1": float(row["triple_f1"]),
-                    "carb_f1": float(row["carb_f1"]),
-                    "carb_auc": float(row["carb_auc"]),
-                    "format_error": float(row["tag:format_error"]),
-                    "repetition": float(row["tag:repetition"]),
-                    **finish_shares(result),
-                    "tokens_out": float(row["tokens_out"]),
-                    "eval_s": round(time.perf_counter() - started, 1),
-                }
-            )
-            print(json.dumps(rows[-1]), flush=True)
+            common = {
+                "recipe": recipe,
+                "steps": manifest.get("steps"),
+                "loss_end": manifest.get("loss_end"),
+            }
+            ending = {
+                **finish_shares(result),
+                "tokens_out": float(result.table["tokens_out"].sum()),
+                "eval_s": round(time.perf_counter() - started, 1),
+            }
+            vote = vote_of(decode)
+            if vote is None:
+                found = [{"decode": decode, **table_row(result.table.iloc[0])}]
+            else:
+                voted, each = vote_rows(result, vote[0])
+                per_sample = float(result.table["tokens_out"].mean())
+                found = [
+                    {"decode": decode, **voted},
+                    {"decode": f"{decode}:each", **each, "tokens_out": per_sample},
+                ]
+            for scores in found:
+                rows.append({**common, **ending, **scores})
+                print(json.dumps(rows[-1]), flush=True)
             (args.out / "sweep.json").write_text(json.dumps(rows, indent=2))
     choice = choose(rows, decodes)
     (args.out / "choice.json").write_text(json.dumps(choice, indent=2))
     (args.out / "choice-args").write_text(" ".join(choice["study_args"]) + "\n")
     wide = max(len(r["recipe"]) for r in rows) + 2
+    decode_wide = max(14, max(len(r["decode"]) for r in rows) + 2)
     print(
-        f"\n{'recipe':<{wide}}{'decode':<14}{'steps':>6}{'loss':>7}{'tripF1':>8}{'CaRB F1':>8}"
+        f"\n{'recipe':<{wide}}{'decode':<{decode_wide}}{'steps':>6}{'loss':>7}{'tripF1':>8}{'CaRB F1':>8}"
         f"{'AUC':>7}{'fmt err':>8}{'rep':>6}{'stop':>6}{'loop':>6}{'len':>6}{'tok out':>8}"
     )
     for r in rows:
         print(
-            f"{r['recipe']:<{wide}}{r['decode']:<14}{r['steps'] or 0:>6}{r['loss_end'] or 0:>7.3f}"
+            f"{r['recipe']:<{wide}}{r['decode']:<{decode_wide}}{r['steps'] or 0:>6}{r['loss_end'] or 0:>7.3f}"
             f"{r['triple_f1']:>8.3f}{r['carb_f1']:>8.3f}{r['carb_auc']:>7.3f}"
             f"{r['format_error']:>8.0%}{r['repetition']:>6.0%}{r['stop']:>6.0%}"
             f"{r['repeat']:>6.0%}{r['length']:>6.0%}{r['tokens_out']:>8.0f}"

@@ -180,6 +180,8 @@ def build_chain(
         constrained=bool(opts.get("constrained", True)),
         batch_size=opts.get("batch_size"),  # type: ignore[arg-type]
         confidence=str(opts.get("confidence", "mean")),
+        temperature=float(opts.get("temperature", 0.0)) or None,  # 0: greedy
+        seed=int(opts.get("sample_seed", 0)),
     )
     return LocalChain(str(spec), engine, shots=selector, options=options)
 

@@ -208,12 +208,18 @@ OPTIONS: dict[str, Option] = {
     ),
     "temperature": Option(
         float,
-        "sampling temperature",
-        providers=(REMOTE,),
+        "sampling temperature (0: greedy); a local model samples with +sample_seed",
         minimum=0,
         maximum=2,
         default=0.0,
-        why_not="local chains decode greedily",
+    ),
+    "sample_seed": Option(
+        int,
+        "seed of a local model's sampling (+temperature > 0), one per batch of prompts",
+        providers=(LOCAL,),
+        minimum=0,
+        default=0,
+        why_not="remote chains sample on the server",
     ),
     "timeout": Option(
         float,
@@ -368,6 +374,11 @@ def parse_spec(spec: str | ChainSpec) -> ChainSpec:
         raise ChainError(
             f"chain spec {spec!r}: the {parsed.provider} provider takes no base URL; drop "
             f"+base_url (providers that take one: {takers})"
+        )
+    if "sample_seed" in parsed.options and not parsed.options.get("temperature"):
+        raise ChainError(
+            f"chain spec {spec!r}: sample_seed seeds sampling, and this chain decodes greedily; "
+            "add +temperature=T (T > 0) or drop +sample_seed"
         )
     if kind == "zero-shot" and parsed.options.get("k", 0) != 0:
         raise ChainError(f"chain spec {spec!r}: zero-shot means k=0; use few-shot for k > 0")

@@ -22,9 +22,12 @@ from triplesmith.errors import ChainError
         ("few-shot:smollm2+k=-1", "k must be an integer >= 0"),
         ("few-shot:smollm2+max_new_tokens=0", "max_new_tokens must be an integer from 1 to 4096"),
         (
-            "few-shot:smollm2+temperature=0.7",
-            "local chains decode greedily: temperature (a number from 0 to 2) applies only to "
-            "remote chains",
+            "hf:smollm2+sample_seed=1",
+            "sample_seed seeds sampling, and this chain decodes greedily; add +temperature=T",
+        ),
+        (
+            "hf:smollm2+temperature=0+sample_seed=1",
+            "sample_seed seeds sampling, and this chain decodes greedily; add +temperature=T",
         ),
     ],
 )
@@ -53,6 +56,8 @@ def test_out_of_range_and_unused_options_are_refused_with_the_valid_range(
         ("few-shot:openai:gpt-4o-mini+batch_size=8", "batch_size (an integer from 1 to 4096)"),
         ("openai-ft:ft:gpt-4o-mini:org::x+constrained=true", "applies only to local chains"),
         ("hf:smollm2+timeout=5", "local chains make no requests"),
+        ("few-shot:openai:gpt-4o-mini+sample_seed=1", "remote chains sample on the server"),
+        ("hf:smollm2+temperature=2.5", "a number from 0 to 2"),
         ("zero-shot:smollm2+base_url=http://h/v1", "applies only to remote chains"),
         ("zero-shot:smollm2+structured=true", "applies only to remote chains"),
         ("few-shot:smollm2+adapter=x", "adapter (a non-empty string) applies only to hf chains"),
@@ -113,12 +118,14 @@ def test_valid_options_parse_to_their_types() -> None:
     local = parse_spec("hf:smollm2+adapter=a/b+batch_size=4096+repetition_penalty=10")
     assert local.options == {"adapter": "a/b", "batch_size": 4096, "repetition_penalty": 10.0}
     assert parse_spec("zero-shot:smollm2+k=0").options == {"k": 0}
+    sampled = parse_spec("hf:smollm2+temperature=0.7+sample_seed=3")
+    assert sampled.options == {"temperature": 0.7, "sample_seed": 3}
 
 
 def test_the_option_table_documents_itself() -> None:
     described = describe_options().splitlines()
     assert [line.split(":", 1)[0] for line in described] == [f"+{name}" for name in OPTIONS]
-    assert "+temperature: a number from 0 to 2; remote chains" in describe_options()
+    assert "+temperature: a number from 0 to 2; every chain" in describe_options()
     assert "+constrained: true or false; local chains" in describe_options()
 
 
@@ -160,6 +167,8 @@ def valid_specs(draw: st.DrawFn) -> tuple[str, str, dict]:
     options = {name: draw(valid_value(name)) for name in names}
     if kind == "zero-shot" and "k" in options:
         options["k"] = 0
+    if "sample_seed" in options and not options.get("temperature"):
+        options["temperature"] = 0.5  # a sampling seed needs a temperature > 0
     return kind, model, options
 
 

@@ -32,9 +32,12 @@ FinishReason = Literal["stop", "length", "repeat", "cancelled"]
 
 @dataclass(frozen=True)
 class GenerationOptions:
-    """Decoding controls of one chain (greedy always).
+    """Decoding controls of one chain: greedy, or sampling when `temperature` is set.
 
-    `max_new_tokens=None` sizes the budget to each sentence. `constrained` makes the answer a
+    `temperature=None` decodes greedily; a temperature (> 0) samples each token from the
+    model's distribution at that temperature (no top-k or top-p cut), seeded by `seed` once per
+    batch of prompts, so the same prompts in the same batch give the same answers; an engine
+    that cannot sample refuses it. `max_new_tokens=None` sizes the budget to each sentence. `constrained` makes the answer a
     JSON list of `{"s", "relation", "object"}` objects by construction, or JSON valid under
     `json_schema` when one is given (a served request's; chains/engines/grammar.py).
     `stop_repeats` ends a JSON answer at its first repeated item, `close_loops` closes a JSON
@@ -53,6 +56,15 @@ class GenerationOptions:
     json_schema: str | None = None
     batch_size: int | None = None
     confidence: str = "mean"
+    temperature: float | None = None
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.temperature is not None and not 0 < self.temperature < float("inf"):
+            raise ChainError(
+                f"temperature must be a number > 0 to sample (None decodes greedily), "
+                f"got {self.temperature}"
+            )
 
     def budget(self, sentence_tokens: int) -> int:
         """New-token budget: room for several triples of a sentence this long, bounded."""
@@ -72,6 +84,11 @@ class GenerationOptions:
             **({"json_schema": self.json_schema} if self.json_schema else {}),
             # Only when not the default, so that earlier stored experiments keep their keys.
             **({"confidence": self.confidence} if self.confidence != "mean" else {}),
+            **(
+                {"temperature": self.temperature, "seed": self.seed}
+                if self.temperature is not None
+                else {}
+            ),
         }
 
 

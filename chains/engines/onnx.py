@@ -175,6 +175,11 @@ class OnnxEngine(Engine):
         return ids, len(ids)
 
     def refuse(self, options: GenerationOptions) -> ChainError | None:
+        if options.temperature is not None:
+            return ChainError(
+                "sampling (+temperature > 0) is not supported by the onnxruntime-genai engine; "
+                "use the transformers engine (TRIPLESMITH_ENGINE=hf)"
+            )
         if options.no_repeat_ngram_size:
             return ChainError(
                 "no_repeat_ngram_size is not supported by the onnxruntime-genai engine; use the "
