@@ -16,7 +16,9 @@ Each engine runs in a process of its own (so peak RSS is that engine's alone):
 - `onnx`: the onnxruntime-genai engine (chains/engines/onnx.py, fp32) as chains use it
   (triple-list grammar through its llguidance, one prompt per generator; no loop rules);
 - `onnx-free`: the same engine unconstrained (right-padded batches): the raw model;
-and, for each, the first sentence alone (warm), then all N sentences as one batch (the first
+and, for each, the first sentence alone (warm: after a warm-up on the last sentence, so that an
+engine keeping a prompt's shared beginning cannot reuse the very same prompt), then all N
+sentences as one batch (the first
 batch of the process: no warm-up at that width). Agreement is the share of sentences whose
 parsed triples equal the `generate` baseline's. `fine-tuned` prompts are the zero-shot prompt on
 the base plus `--adapter`. `--profile` then runs `hf` once more over the first prompt kind with
@@ -97,7 +99,7 @@ def run_generate(model_name: str, adapter: str | None, prompts: list, cap: int) 
         tokens = int((new != tokenizer.pad_token_id).sum())
         return answers, tokens
 
-    generate(texts[:1])  # warm-up
+    generate(texts[-1:])  # warm-up, on another sentence than the timed one
     started = time.perf_counter()
     generate(texts[:1])
     one = time.perf_counter() - started
@@ -143,7 +145,8 @@ def run_engine(
         batch_size=len(prompts),
     )
     sizes = [20] * len(prompts)
-    engine.generate(prompts[:1], sizes[:1], options)  # warm-up (and the grammar's compile)
+    # Warm-up (and the grammar's compile), on another sentence than the timed one.
+    engine.generate(prompts[-1:], sizes[-1:], options)
     started = time.perf_counter()
     engine.generate(prompts[:1], sizes[:1], options)
     one = time.perf_counter() - started

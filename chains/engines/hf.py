@@ -474,12 +474,10 @@ class HFEngine(Engine):
     def _shared_length(self, ids: list[list[int]]) -> int:
         """How many leading tokens every prompt of the chunk shares (each keeps at least one
         of its own), or 0 when that is too short to be worth a pass of its own. A single
-        prompt shares what it has in common with the last chunk's prefix."""
-        others = ids[1:] if len(ids) > 1 else [self._prefix[0]] if self._prefix else []
-        if not others:
-            return 0
+        prompt is its own prefix but its last token: kept, its beginning (system prompt,
+        examples) serves the next call's prompt, which takes what it has in common with it."""
         shared = min(len(row) for row in ids) - 1
-        for row in others:
+        for row in ids[1:]:
             shared = min(shared, _common_length(ids[0], row))
         return shared if shared >= MIN_SHARED_PREFIX else 0
 
