@@ -18,11 +18,13 @@ from openai_fake_server import FakeOpenAI, Reply
 from triplesmith.chains.extraction import Extraction
 from triplesmith.cli.app import main
 from triplesmith.cli.extract import errors_path
+from triplesmith.errors import ExperimentError
 from triplesmith.evaluators.base import FailedRunError, safe_evaluate, summarise_all
 from triplesmith.evaluators.langsmith_adapter import reference_evaluator
 from triplesmith.evaluators.registry import get_evaluators
 from triplesmith.evaluators.triple_f1 import TripleF1Evaluator
 from triplesmith.experiments.compare import compare
+from triplesmith.experiments.curate import curate
 from triplesmith.experiments.runner import run_experiment
 from triplesmith.experiments.store import ExperimentStore
 from triplesmith.schema import Example, Triple
@@ -89,6 +91,9 @@ def test_an_unreachable_endpoint_gives_errors_not_scores_and_the_rerun_generates
         assert db.finished_ids(experiment.key) == set()
         assert db.failed_ids(experiment.key) == {"obama", "paris"}
     assert "2 examples failed" in down.to_markdown()
+    # Nothing to curate from failures, and the error says why (not "no triple_f1 scores").
+    with pytest.raises(ExperimentError, match=r"all 2 of its examples failed \(the first: .*Conn"):
+        curate(experiment, metric="triple_f1", below=0.5, store=store, upload=False)
 
     fake = FakeOpenAI(chat_content=gold_answer, port=port)
     with fake:

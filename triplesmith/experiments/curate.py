@@ -93,6 +93,11 @@ def curate(
         raise ExperimentError("curate needs a metric threshold (metric=, below=) or tags=")
     key, chain, rows = _rows(experiment, store)
     if metric is not None and rows and not any(row.score(metric) is not None for row in rows):
+        if all(row.failed for row in rows):  # errors are not results: nothing was scored
+            raise ExperimentError(
+                f"experiment {key!r} has no answers to curate: all {len(rows)} of its examples "
+                f"failed (the first: {rows[0].error}); fix that and run it again"
+            )
         keys = sorted({f.key for row in rows for f in row.feedback})
         raise ExperimentError(
             f"experiment {key!r} has no {metric!r} scores; its feedback keys are {keys}"
