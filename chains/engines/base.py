@@ -37,9 +37,10 @@ class GenerationOptions:
     `temperature=None` decodes greedily; a temperature (> 0) samples each token from the
     model's distribution at that temperature (no top-k or top-p cut), seeded by `seed` once per
     batch of prompts, so the same prompts in the same batch give the same answers; an engine
-    that cannot sample refuses it. `max_new_tokens=None` sizes the budget to each sentence. `constrained` makes the answer a
-    JSON list of `{"s", "relation", "object"}` objects by construction, or JSON valid under
-    `json_schema` when one is given (a served request's; chains/engines/grammar.py).
+    that cannot sample refuses it. `max_new_tokens=None` sizes the budget to each sentence.
+    `constrained` makes the answer a JSON list of `{"s", "relation", "object"}` objects by
+    construction, or JSON valid under `json_schema` when one is given (a served request's;
+    chains/engines/grammar.py).
     `stop_repeats` ends a JSON answer at its first repeated item, `close_loops` closes a JSON
     string that has started to repeat a phrase (both: chains/repeat_guard.py). `batch_size` is
     the chain's own cap on rows per batch (None: the engine's default for its device).
