@@ -356,6 +356,7 @@ def main() -> None:
                 "agreement": same,
                 "ended_by_itself": finish.count("stop") / len(finish) if finish else None,
                 "machine": result["machine"],
+                "answers": result["answers"],  # for comparing engines' answers afterwards
             }
             rows.append(r)
             agree = "–" if r["agreement"] is None else f"{r['agreement']:.0%}"
