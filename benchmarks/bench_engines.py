@@ -10,7 +10,8 @@ Each engine runs in a process of its own (so peak RSS is that engine's alone):
 - `hf-free`: the same engine unconstrained (no grammar, no loop rules): the raw model;
 - `hf-dynamic`: `hf` with transformers' dynamic KV cache on a GPU (`hf` has a static one there);
 - `hf-nocudnn`: `hf` with attention kept off cuDNN's kernel on the GPU (torch picks it on Hopper);
-- `hf-nocompact`: `hf` with each chunk run as one `generate` call (finished rows stay in it);
+- `hf-nocompact` / `hf-compact`: `hf` with each chunk run as one `generate` call (finished rows
+  stay in it) / with finished rows leaving the batch (the default on a CPU, off on a GPU);
 - `hf-noshare` / `hf-share`: `hf` with every prompt run whole / with the prompts' shared beginning
   run once at one row (the default on a CPU, off on a GPU);
 - `onnx`: the onnxruntime-genai engine (chains/engines/onnx.py, fp32) as chains use it
@@ -43,6 +44,7 @@ ENGINES = (
     "hf-dynamic",
     "hf-nocudnn",
     "hf-nocompact",
+    "hf-compact",
     "hf-noshare",
     "hf-share",
     "onnx",
@@ -132,6 +134,8 @@ def run_engine(
         engine.cudnn_attention = False
     if variant == "hf-nocompact":
         engine.compact = False
+    if variant == "hf-compact":
+        engine.compact = True
     if variant == "hf-noshare":
         engine.share_prefix = False
     if variant == "hf-share":

@@ -6,9 +6,9 @@ per chosen token (not the full vocabulary per step), constrains the answer to th
 grammar (chains/engines/grammar.py) unless a chain turns that off, and ends looping answers
 (chains/repeat_guard.py). On a GPU, decoding greedily, the grammar's masks for the next step
 are computed on CPU threads while the GPU runs the model.
-Finished rows leave the batch: `generate` pauses once at most half of its rows are still
-writing and goes on with those alone, their KV cache kept (nothing is computed again), so a
-batch does not run at full width until its longest answer ends. On a CPU the beginning the
+On a CPU finished rows leave the batch: `generate` pauses once at most half of its rows are
+still writing and goes on with those alone, their KV cache kept (nothing is computed again), so
+a batch does not run at full width until its longest answer ends; and the beginning the
 prompts of a chunk share (system prompt, instructions, the same few-shot examples) runs through
 the model once, at one row, and is kept for the next call.
 Engines are cached per (model, adapter): loaded once per process, shared by every chain on that
@@ -181,8 +181,11 @@ class HFEngine(Engine):
     # The KV cache on a CPU: "dynamic" (a static cache there was slower and larger:
     # benchmarks/RESULTS.md, "Demo memory and time"); "static" lets tests run the GPU's cache.
     cpu_cache: str = "dynamic"
-    # Whether finished rows leave the batch (see COMPACT_AT); False runs each chunk as one call.
-    compact: bool = True
+    # Whether finished rows leave the batch (see COMPACT_AT); False runs each chunk as one call;
+    # None: on a CPU only. On the H200 the answers were the same (634 of 634) but a step there is
+    # bound by launching kernels, not by its rows, and the pauses cost more than they saved
+    # (benchmarks/RESULTS.md, "Finished rows leave the batch").
+    compact: bool | None = None
     # Whether the prompts' shared beginning (the system prompt, the few-shot examples) is run
     # through the model once, at one row, instead of once a row (`_fill_prefix`); None: on a CPU
     # only. On the H200 (bf16) it was no faster and changed greedy answers (the prefix's keys
@@ -352,6 +355,7 @@ class HFEngine(Engine):
         repeated: set[int] = set()
         written = 0
         self.widths = []
+        compact = self.compact if self.compact is not None else not self.on_gpu
         with self._random(options):
             while rows:
                 width = len(rows)
@@ -359,7 +363,7 @@ class HFEngine(Engine):
                 pause = _PauseWhenFew(
                     self.eos_ids,
                     width,
-                    int(width * COMPACT_AT) if self.compact else 0,
+                    int(width * COMPACT_AT) if compact else 0,
                     self.model.device,
                 )
                 config = GenerationConfig(
