@@ -277,15 +277,10 @@ def test_cpu_chunks_keep_the_kv_cache_under_its_cap() -> None:
 
 
 def carb_test_sentences(carb_dir: Path, n: int) -> list[str]:
-    """The first `n` distinct sentences of CaRB's test gold."""
-    sentences: list[str] = []
-    for line in (carb_dir / "gold" / "test.tsv").read_text(encoding="utf-8").splitlines():
-        sentence = line.split("\t")[0]
-        if sentence not in sentences:
-            sentences.append(sentence)
-        if len(sentences) == n:
-            break
-    return sentences
+    """The first `n` sentences of CaRB's test gold."""
+    from triplesmith.data.carb import read_carb_gold
+
+    return [e.sentence for e in read_carb_gold(carb_dir / "gold" / "test.tsv", "test")][:n]
 
 
 @pytest.mark.slow

@@ -7,23 +7,17 @@ import pytest
 
 from triplesmith.chains.engines import GenerationOptions
 from triplesmith.chains.prompt import build_messages
+from triplesmith.data.carb import read_carb_gold
 from triplesmith.errors import ChainError
+
+
+def carb_test_sentences(carb_dir: Path) -> list[str]:
+    return [e.sentence for e in read_carb_gold(carb_dir / "gold" / "test.tsv", "test")][:4]
 
 
 @pytest.fixture(autouse=True)
 def transformers_engine(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TRIPLESMITH_ENGINE", "hf")
-
-
-def carb_sentences(carb_dir: Path, count: int) -> list[str]:
-    sentences: list[str] = []
-    for line in (carb_dir / "gold" / "test.tsv").read_text(encoding="utf-8").splitlines():
-        sentence = line.split("\t")[0]
-        if sentence not in sentences:
-            sentences.append(sentence)
-        if len(sentences) == count:
-            break
-    return sentences
 
 
 def test_sampling_is_part_of_the_decoding_key_only_when_set() -> None:
@@ -44,7 +38,7 @@ def test_a_seeded_sample_is_reproducible_differs_from_greedy_and_stays_a_triple_
     from triplesmith.chains.engines import get_hf_engine
 
     engine = get_hf_engine("smollm2")
-    prompts = [build_messages(s, []) for s in carb_sentences(carb_dir, 4)]
+    prompts = [build_messages(s, []) for s in carb_test_sentences(carb_dir)]
     sizes = [20] * len(prompts)
     greedy = engine.generate(prompts, sizes, GenerationOptions(max_new_tokens=64))
     options = GenerationOptions(max_new_tokens=64, temperature=0.7, seed=7)
@@ -83,7 +77,7 @@ def test_sampled_log_probs_are_the_models_log_probs_of_the_sampled_tokens(
         [{"role": "user", "content": f"Answer with one word, yes or no: {question}"}]
         for question in ("Is Paris in France?", "Is ice cold?", "Is two even?", "Is fire wet?")
     ]
-    prompts = short + [build_messages(s, []) for s in carb_sentences(carb_dir, 4)]
+    prompts = short + [build_messages(s, []) for s in carb_test_sentences(carb_dir)]
     options = GenerationOptions(
         max_new_tokens=48,
         constrained=False,

@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+from model_shapes import LLAMA2_7B
 from typer.testing import CliRunner
 
 from triplesmith.chains.prompt import SYSTEM_PROMPT, answer_text, build_messages, user_text
@@ -25,7 +26,6 @@ from triplesmith.training.config import (
     GIB,
     LoraSettings,
     Machine,
-    ModelShape,
     TrainConfig,
     choose_checkpointing,
     choose_dtype,
@@ -38,10 +38,6 @@ from triplesmith.training.format import build_dataset, llama2_prompt, load_train
 from triplesmith.training.manifest import LossPoint, loss_ends, read_manifest
 from triplesmith.training.sft import last_checkpoint, train
 
-# Llama-2-7B's shape, as in the measurements.
-LLAMA2_7B = ModelShape(
-    params=6_738_415_616, layers=32, hidden=4096, intermediate=11008, supports_packing=True
-)
 H100 = Machine(device="cuda", name="NVIDIA H100", free_bytes=79 * GIB, bf16=True)
 TOKENS = 16 * 256  # batch 16 of 256 tokens
 

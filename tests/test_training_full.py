@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
+from model_shapes import LLAMA2_7B, SMOLLM2
 
 from triplesmith.data.registry import load_dataset
 from triplesmith.errors import TrainingError
@@ -13,19 +14,11 @@ from triplesmith.training.config import (
     FULL_LEARNING_RATE,
     GIB,
     Machine,
-    ModelShape,
     TrainConfig,
     choose_method,
     plan_training,
 )
 
-# SmolLM2-135M's shape and Llama-2-7B's.
-SMOLLM2 = ModelShape(
-    params=134_515_008, layers=30, hidden=576, intermediate=1536, supports_packing=True
-)
-LLAMA2_7B = ModelShape(
-    params=6_738_415_616, layers=32, hidden=4096, intermediate=11008, supports_packing=True
-)
 MACHINES = [
     Machine(device="cpu", name="cpu", free_bytes=32 * GIB, bf16=False),
     Machine(device="cuda", name="T4", free_bytes=14 * GIB, bf16=True),
