@@ -19,6 +19,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from os.path import commonprefix
 from typing import Any
 
 from triplesmith.chains.engines.base import (
@@ -60,16 +61,6 @@ COMPACT_AT = 0.5
 # examples): from this many tokens on it runs through the model once, at one row, and every row
 # starts from its keys and values; the last such prefix is kept for the next call.
 MIN_SHARED_PREFIX = 16
-
-
-def _common_length(a: Sequence[int], b: Sequence[int]) -> int:
-    """How many leading tokens `a` and `b` have in common."""
-    n = 0
-    for x, y in zip(a, b, strict=False):
-        if x != y:
-            break
-        n += 1
-    return n
 
 
 class _ChosenLogprobs:
@@ -480,9 +471,7 @@ class HFEngine(Engine):
         of its own), or 0 when that is too short to be worth a pass of its own. A single
         prompt is its own prefix but its last token: kept, its beginning (system prompt,
         examples) serves the next call's prompt, which takes what it has in common with it."""
-        shared = min(len(row) for row in ids) - 1
-        for row in ids[1:]:
-            shared = min(shared, _common_length(ids[0], row))
+        shared = min(len(commonprefix(ids)), min(len(row) for row in ids) - 1)
         return shared if shared >= MIN_SHARED_PREFIX else 0
 
     def _fill_prefix(self, cache: Any, prefix: list[int], rows: int, cache_name: str) -> None:
@@ -494,7 +483,7 @@ class HFEngine(Engine):
         single = DynamicCache(config=self.model.config)
         reused = 0
         if self._prefix is not None:
-            reused = _common_length(self._prefix[0], prefix)
+            reused = len(commonprefix([self._prefix[0], prefix]))
             for layer, (keys, values) in enumerate(self._prefix[1] if reused else ()):
                 single.update(keys[:, :, :reused], values[:, :, :reused], layer)
         if reused < len(prefix):
