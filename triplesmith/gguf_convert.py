@@ -4,8 +4,8 @@ transformers' own GGUF load gives the same weights, but its legacy loader
 (`modeling_gguf_pytorch_utils.load_gguf_checkpoint`) parses the whole metadata with gguf's
 `GGUFReader` (string by string, 100k vocabulary entries) four times over, and builds a tensor-name
 map once per submodule: ~30 s for SmolLM2 on a 2-core CPU. Here the header is read once with
-`struct`, the tensors are dequantised bit for bit as `gguf.quants.dequantize` (which that loader
-calls) does, renamed and un-permuted as it does, and written by transformers' own
+`struct`, the tensors are dequantised by `gguf.quants.dequantize` (which that loader calls),
+renamed and un-permuted as it does, and written by transformers' own
 `save_pretrained`, so the folder is byte for byte the one the slow path writes
 (tests/test_gguf_convert.py proves it). A file this does not know how to convert exactly raises
 `UnsupportedGguf`; `convert_gguf` then logs why and converts with transformers.
@@ -170,33 +170,15 @@ def llama_config_dict(file: GgufFile) -> dict[str, Any]:
 
 
 def dequantize(tensor: GgufTensor, path: Path) -> np.ndarray:
-    """A tensor's values in float32, bitwise what `gguf.quants.dequantize` gives (which transformers
-    calls): Q4_1 and Q8_0, the embedded model's types, as whole-tensor numpy operations (2-3x
-    faster than gguf's 16 rows at a time), every other type by gguf itself."""
+    """A tensor's values in float32, by `gguf.quants.dequantize` (what transformers calls); a type
+    gguf cannot dequantise raises `UnsupportedGguf`."""
     import gguf
 
-    qtype = gguf.GGMLQuantizationType(tensor.ggml_type)
-    if qtype == gguf.GGMLQuantizationType.Q4_1:  # 32 values a block: f16 scale, f16 min, 16 bytes
-        blocks = tensor.data.reshape(-1, 20)
-        scale = np.ascontiguousarray(blocks[:, 0:2]).view(np.float16).astype(np.float32)
-        low = np.ascontiguousarray(blocks[:, 2:4]).view(np.float16).astype(np.float32)
-        nibbles = np.empty((blocks.shape[0], 32), dtype=np.uint8)
-        np.bitwise_and(blocks[:, 4:], 0x0F, out=nibbles[:, :16])  # low nibbles are values 0-15
-        np.right_shift(blocks[:, 4:], 4, out=nibbles[:, 16:])
-        values = nibbles.astype(np.float32)
-        values *= scale  # (scale * q) + min, in that order, as gguf computes it
-        values += low
-        return values.reshape(tensor.shape)
-    if qtype == gguf.GGMLQuantizationType.Q8_0:  # 32 values a block: f16 scale, 32 int8
-        blocks = tensor.data.reshape(-1, 34)
-        scale = np.ascontiguousarray(blocks[:, 0:2]).view(np.float16).astype(np.float32)
-        values = np.ascontiguousarray(blocks[:, 2:]).view(np.int8).astype(np.float32)
-        values *= scale
-        return values.reshape(tensor.shape)
     try:
-        return gguf.quants.dequantize(tensor.data, qtype)
+        values = gguf.quants.dequantize(tensor.data, gguf.GGMLQuantizationType(tensor.ggml_type))
     except NotImplementedError as exc:
         raise UnsupportedGguf(f"{path}: tensor {tensor.name}: {exc}") from None
+    return values.reshape(tensor.shape)
 
 
 def _reverse_permute(weights: np.ndarray, n_head: int, n_kv_head: int | None) -> np.ndarray:
