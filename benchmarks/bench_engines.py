@@ -14,6 +14,8 @@ Each engine runs in a process of its own (so peak RSS is that engine's alone):
   stay in it) / with finished rows leaving the batch (the default on a CPU, off on a GPU);
 - `hf-noshare` / `hf-share`: `hf` with every prompt run whole / with the prompts' shared beginning
   run once at one row (the default on a CPU, off on a GPU);
+- `hf-nograph`: `hf` with every decode step run as it is, not replayed from a CUDA graph (the
+  graph is the default on a GPU; chains/engines/cuda_graph.py);
 - `onnx`: the onnxruntime-genai engine (chains/engines/onnx.py, fp32) as chains use it
   (triple-list grammar through its llguidance, one prompt per generator; no loop rules);
 - `onnx-free`: the same engine unconstrained (right-padded batches): the raw model;
@@ -47,6 +49,7 @@ ENGINES = (
     "hf-compact",
     "hf-noshare",
     "hf-share",
+    "hf-nograph",
     "onnx",
     "onnx-free",
 )
@@ -140,6 +143,8 @@ def run_engine(
         engine.share_prefix = False
     if variant == "hf-share":
         engine.share_prefix = True
+    if variant == "hf-nograph":
+        engine.cuda_graphs = False
     free = variant.endswith("-free")
     options = GenerationOptions(
         max_new_tokens=cap,
@@ -160,7 +165,13 @@ def run_engine(
     answers = [r.text if not isinstance(r, Exception) else "" for r in results]
     finish = [r.finish_reason if not isinstance(r, Exception) else "error" for r in results]
     tokens = sum(r.tokens_out for r in results if not isinstance(r, Exception))
+    graphs = [(g.replays, g.failed) for g in getattr(engine, "graphs", [])]
+    if graphs:
+        print(
+            f"{variant}: decode graphs of the batch (replays, failure): {graphs}", file=sys.stderr
+        )
     return {
+        "graphs": graphs,
         "one_s": one,
         "batch_s": batch,
         "tokens": tokens,

@@ -343,3 +343,63 @@ def test_a_shared_prompt_prefix_runs_once_without_changing_an_answer(carb_dir: P
     assert shared > 300 and engine.prefix_reused == shared  # the second chunk reused it all
     [alone] = engine.generate(prompts[1:2], [20], options)  # one prompt: the kept prefix
     assert engine.prefix_reused == shared and alone.text == reference[1].text
+
+
+def graph_runs(prompts: list, options, cache: str, device_graphs: bool) -> dict:  # noqa: ANN001
+    """The engine's answers with the decode steps as they are and through the decode graph
+    (chains/engines/cuda_graph.py), with and without finished rows leaving the batch."""
+    from triplesmith.chains.engines import HFEngine
+
+    engine = HFEngine("smollm2")
+    engine.cpu_cache = cache
+    runs = {}
+    for graphs in (False, True):
+        for compact in (False, True):
+            engine.cuda_graphs, engine.compact = graphs, compact
+            results = engine.generate(prompts, [20] * len(prompts), options)
+            assert not [r for r in results if isinstance(r, Exception)]
+            if graphs:
+                assert engine.graphs and all(g.failed is None for g in engine.graphs)
+                assert sum(g.replays for g in engine.graphs) > 0
+                assert all(g.graphs == device_graphs for g in engine.graphs)
+            else:
+                assert not engine.graphs
+            runs[graphs, compact] = results
+    return runs
+
+
+@pytest.mark.slow
+def test_decode_steps_through_the_graph_wrapper_keep_every_answer(carb_dir: Path) -> None:
+    """On a CPU the decode-graph wrapper runs each step eagerly from its own tensors, after the
+    warm-up step whose cache counters it puts back: the answers, log-probs and endings are those
+    of the plain static-cache engine, in one `generate` call a chunk and with finished rows
+    leaving (a wrapper per call)."""
+    from triplesmith.chains.engines import GenerationOptions
+    from triplesmith.chains.prompt import build_messages
+
+    prompts = [build_messages(s, []) for s in carb_test_sentences(carb_dir, 6)]
+    options = GenerationOptions(max_new_tokens=48, batch_size=len(prompts))
+    runs = graph_runs(prompts, options, "static", device_graphs=False)
+    reference = runs[False, False]
+    for results in runs.values():
+        for ours, plain in zip(results, reference, strict=True):
+            assert ours.token_ids == plain.token_ids and ours.finish_reason == plain.finish_reason
+            assert ours.logprobs == pytest.approx(plain.logprobs, abs=1e-4)
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_decode_steps_replayed_from_a_cuda_graph_keep_every_answer(carb_dir: Path) -> None:
+    """On a GPU the decode step is recorded once per `generate` call and replayed: the same
+    answers and endings as the step run as it is (measured on the H200: 634 of 634 CaRB test
+    answers identical for each chain, benchmarks/RESULTS.md)."""
+    from triplesmith.chains.engines import GenerationOptions
+    from triplesmith.chains.prompt import build_messages
+
+    prompts = [build_messages(s, []) for s in carb_test_sentences(carb_dir, 16)]
+    options = GenerationOptions(max_new_tokens=64, batch_size=len(prompts))
+    runs = graph_runs(prompts, options, "static", device_graphs=True)
+    reference = runs[False, False]
+    for results in (runs[True, False], runs[True, True]):
+        for ours, plain in zip(results, reference, strict=True):
+            assert ours.token_ids == plain.token_ids and ours.finish_reason == plain.finish_reason
+            assert ours.logprobs == pytest.approx(plain.logprobs, abs=1e-3)

@@ -5,7 +5,8 @@ with a static KV cache there), greedy or sampling at a chain's temperature, reco
 per chosen token (not the full vocabulary per step), constrains the answer to the triple-list
 grammar (chains/engines/grammar.py) unless a chain turns that off, and ends looping answers
 (chains/repeat_guard.py). On a GPU, decoding greedily, the grammar's masks for the next step
-are computed on CPU threads while the GPU runs the model.
+are computed on CPU threads while the GPU runs the model, and each `generate` call's decode step
+is recorded once as a CUDA graph and replayed (chains/engines/cuda_graph.py).
 On a CPU finished rows leave the batch: `generate` pauses once at most half of its rows are
 still writing and goes on with those alone, their KV cache kept (nothing is computed again), so
 a batch does not run at full width until its longest answer ends; and the beginning the
@@ -32,6 +33,7 @@ from triplesmith.chains.engines.base import (
     adapter_dir,
     token_pieces,
 )
+from triplesmith.chains.engines.cuda_graph import DecodeGraph
 from triplesmith.chains.engines.grammar import GrammarProcessor, grammar_for
 from triplesmith.chains.repeat_guard import RepeatGuard
 from triplesmith.errors import ChainError
@@ -183,6 +185,10 @@ class HFEngine(Engine):
     # computed at one row round differently): benchmarks/RESULTS.md, "The prompts' shared
     # beginning"; on a CPU (fp32) the answers are the same and few-shot chunks run ~1.8x faster.
     share_prefix: bool | None = None
+    # Whether the decode steps replay a CUDA graph recorded at each `generate` call's first
+    # decode step (chains/engines/cuda_graph.py), with the static cache; None: on a GPU. True
+    # off a GPU runs the same wrapper eagerly (what CPU tests exercise).
+    cuda_graphs: bool | None = None
 
     def __init__(self, model: str = "smollm2", adapter: str | None = None) -> None:
         from triplesmith.models import load
@@ -203,6 +209,7 @@ class HFEngine(Engine):
         self.vocab_size = int(self.model.config.vocab_size)
         self.widths: list[int] = []  # rows of each `generate` call of the last chunk
         self.prefix_reused = 0  # tokens of the last chunk's prefix taken from an earlier call
+        self.graphs: list[DecodeGraph] = []  # the decode graphs of the last chunk's calls
         # The last shared prefix: its token ids and each layer's keys and values (one row).
         self._prefix: tuple[list[int], list[tuple[Any, Any]]] | None = None
         eos = self.model.generation_config.eos_token_id
@@ -346,6 +353,7 @@ class HFEngine(Engine):
         repeated: set[int] = set()
         written = 0
         self.widths = []
+        self.graphs = []
         compact = self.compact if self.compact is not None else not self.on_gpu
         with self._random(options):
             while rows:
@@ -369,7 +377,7 @@ class HFEngine(Engine):
                 mask = prompt_mask[rows]
                 if written:  # the answers so far are all written tokens: no padding among them
                     mask = torch.cat([mask, mask.new_ones((width, written))], dim=1)
-                with torch.inference_mode(), self._attention():
+                with torch.inference_mode(), self._attention(), self._graph(cache):
                     sequences = self.model.generate(
                         input_ids=input_ids,
                         attention_mask=mask,
@@ -499,6 +507,18 @@ class HFEngine(Engine):
                 values.expand(rows, -1, -1, -1).contiguous(),
                 layer,
             )
+
+    def _graph(self, cache: Any) -> AbstractContextManager[Any]:
+        """The decode steps of one `generate` call over `cache` from a CUDA graph (see
+        `cuda_graphs`), or as they are."""
+        from transformers import StaticCache
+
+        wanted = self.cuda_graphs if self.cuda_graphs is not None else self.on_gpu
+        if not wanted or not isinstance(cache, StaticCache):
+            return nullcontext()
+        graph = DecodeGraph(self.model, cache)
+        self.graphs.append(graph)
+        return graph.installed()
 
     def _attention(self) -> AbstractContextManager[Any]:
         """The attention kernels `generate` may use (see `cudnn_attention`)."""

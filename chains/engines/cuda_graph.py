@@ -1,0 +1,161 @@
+"""`generate`'s decode step replayed from a CUDA graph: one launch a step instead of hundreds.
+
+A decode step of a small model on a GPU is bound by launching its kernels, not by the GPU's
+work (SmolLM2-135M on the H200: 27-41 ms of a step at 634 rows went to the model's forward pass,
+most of it the CPU issuing ~500 kernels; benchmarks/RESULTS.md, "Engines side by side"). With a
+static KV cache every decode step of a `generate` call has the same shapes and reads and writes
+the same tensors, so the step is recorded once as a CUDA graph (`torch.cuda.CUDAGraph`) and
+replayed at each later step: the step's inputs (the new tokens, the 4-D attention mask that
+`generate` builds for a static cache) are copied into the graph's own tensors, and the logits
+come back in the graph's own output tensor. Nothing is compiled: no `torch.compile` and its
+minute per shape; recording costs one warm-up step and one recorded step per `generate` call.
+
+The static cache keeps its filled length on the device (`StaticLayer.cumulative_length`) and
+advances it inside the step, so the position a replay writes and attends to moves on by itself.
+The warm-up runs the step for real (writing the keys and values of the step it records, and
+advancing the counters), so the counters are put back afterwards and the replay writes that
+position again with the same values.
+
+Off a GPU the same wrapper runs the step eagerly from its own tensors (`graphs=False`): that is
+what a CPU test exercises (the buffers, the counters put back), everything but the recording.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+
+class DecodeGraph:
+    """The decode steps of one `generate` call over `cache`, recorded once and replayed.
+
+    Use as `with DecodeGraph(model, cache).installed(): model.generate(..., cache=cache)`.
+    The prompts' forward pass (more than one token a row) runs eagerly; the first decode step
+    records the graph, every later one replays it. If recording fails (an operator that cannot
+    be recorded, in some model or library version), the step runs eagerly from then on and
+    `failed` says why: slower, never a different answer.
+    """
+
+    def __init__(self, model: Any, cache: Any, graphs: bool | None = None) -> None:
+        self.model = model
+        self.cache = cache
+        self.graphs = model.device.type == "cuda" if graphs is None else graphs
+        self.failed: str | None = None
+        self.replays = 0
+        self._eager: Callable[..., Any] = model.forward
+        self._inputs: dict[str, Any] = {}  # the graph's input tensors, by argument
+        self._settings: dict[str, Any] = {}  # the recorded step's other arguments
+        self._run: Callable[[], Any] | None = None
+        # `generate` reads the forward pass's signature to choose what it passes (positions,
+        # logits at the last position only): the wrapper shows the model's.
+        self._wrapped = functools.update_wrapper(
+            functools.partial(DecodeGraph._forward, self), self._eager
+        )
+
+    @contextmanager
+    def installed(self) -> Iterator[DecodeGraph]:
+        """The model's forward pass goes through this object while inside."""
+        own = vars(self.model).get("forward")
+        self.model.forward = self._wrapped
+        try:
+            yield self
+        finally:
+            if own is None:
+                del self.model.forward
+            else:
+                self.model.forward = own
+            self._run = None  # the graph and its memory go
+            self._inputs = {}
+
+    def _forward(self, **kwargs: Any) -> Any:
+        import torch
+
+        tokens = kwargs.get("input_ids")
+        decode = (
+            self.failed is None
+            and kwargs.get("cache") is self.cache
+            and isinstance(tokens, torch.Tensor)
+            and tokens.ndim == 2
+            and tokens.shape[1] == 1
+            and kwargs.get("inputs_embeds") is None
+        )
+        if not decode:
+            return self._eager(**kwargs)
+        inputs = {k: v for k, v in kwargs.items() if isinstance(v, torch.Tensor)}
+        settings = {k: v for k, v in kwargs.items() if k not in inputs and k != "cache"}
+        if self._run is None:
+            if not self._record(inputs, settings):
+                return self._eager(**kwargs)
+        elif (
+            settings != self._settings
+            or any(
+                k not in self._inputs or v.shape != self._inputs[k].shape for k, v in inputs.items()
+            )
+            or len(inputs) != len(self._inputs)
+        ):
+            return self._eager(**kwargs)  # not the recorded step's shapes: run as it is
+        else:
+            for name, value in inputs.items():
+                self._inputs[name].copy_(value)
+        assert self._run is not None
+        self.replays += 1
+        return self._run()
+
+    def _counters(self) -> list[Any]:
+        return [layer.cumulative_length.clone() for layer in self.cache.layers]
+
+    def _put_back(self, counters: list[Any]) -> None:
+        for layer, counter in zip(self.cache.layers, counters, strict=True):
+            layer.cumulative_length.copy_(counter)
+
+    def _record(self, inputs: dict[str, Any], settings: dict[str, Any]) -> bool:
+        """Record the step (on a GPU) or set up its tensors (elsewhere); False if it failed."""
+        import torch
+
+        if not all(hasattr(layer, "cumulative_length") for layer in self.cache.layers):
+            self.failed = "the cache does not keep its length on the device"
+            return False
+        self._inputs = {name: value.clone() for name, value in inputs.items()}
+        self._settings = dict(settings)
+        device = next(iter(self._inputs.values())).device
+
+        def step() -> Any:
+            return self._eager(**self._inputs, **self._settings, cache=self.cache)
+
+        counters = self._counters()
+        if not self.graphs:
+            step()  # the warm-up a GPU needs, and what it leaves behind to put back
+            self._put_back(counters)
+            self._run = step
+            return True
+        try:
+            side = torch.cuda.Stream(device=device)
+            side.wait_stream(torch.cuda.current_stream(device))
+            with torch.cuda.stream(side):
+                step()  # kernels' lazy set-up (cuBLAS, cuDNN plans) happens outside the graph
+            torch.cuda.current_stream(device).wait_stream(side)
+            self._put_back(counters)
+            graph = torch.cuda.CUDAGraph()
+            with torch.cuda.graph(graph):
+                output = step()
+            self._put_back(counters)
+        except Exception as exc:  # the step cannot be recorded: run it eagerly from now on
+            self.failed = f"{type(exc).__name__}: {exc}"
+            log.warning(
+                "decode step not recorded as a CUDA graph (%s); running it eagerly", self.failed
+            )
+            self._put_back(counters)
+            self._inputs = {}
+            return False
+
+        def replay() -> Any:
+            graph.replay()
+            return output
+
+        self._run = replay
+        return True

@@ -1,0 +1,80 @@
+"""The decode-graph wrapper (chains/engines/cuda_graph.py) around a small random Llama model:
+what runs through it, what runs as it is, and that the model is left as it was."""
+
+import inspect
+
+import pytest
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, StaticCache
+
+from triplesmith.chains.engines.cuda_graph import DecodeGraph
+
+
+@pytest.fixture(scope="module")
+def model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        eos_token_id=1,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+def generate(model: LlamaForCausalLM, cache, **kwargs) -> torch.Tensor:  # noqa: ANN001
+    prompts = torch.tensor([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]])
+    mask = (prompts != 0).long()
+    with torch.inference_mode():
+        return model.generate(
+            input_ids=prompts,
+            attention_mask=mask,
+            cache=cache,
+            max_new_tokens=12,
+            min_new_tokens=12,
+            do_sample=False,
+            disable_compile=True,
+            pad_token_id=0,
+            **kwargs,
+        )
+
+
+def test_decode_steps_go_through_the_wrapper_with_the_same_tokens(model) -> None:  # noqa: ANN001
+    plain = generate(model, StaticCache(config=model.config, max_cache_len=20))
+    cache = StaticCache(config=model.config, max_cache_len=20)
+    graph = DecodeGraph(model, cache)
+    assert not graph.graphs  # no GPU: the steps run eagerly from the wrapper's tensors
+    forward = model.forward
+    with graph.installed():
+        assert inspect.signature(model.forward) == inspect.signature(forward)
+        ours = generate(model, cache)
+    assert torch.equal(ours, plain)
+    assert graph.failed is None and graph.replays == 11  # every step after the prompts' pass
+    assert "forward" not in vars(model) and model.forward == forward  # put back
+
+
+def test_a_cache_without_a_device_length_runs_as_it_is(model) -> None:  # noqa: ANN001
+    """A dynamic cache grows at every step: nothing to record; the steps run unchanged."""
+    plain = generate(model, DynamicCache(config=model.config))
+    cache = DynamicCache(config=model.config)
+    graph = DecodeGraph(model, cache)
+    with graph.installed():
+        ours = generate(model, cache)
+    assert torch.equal(ours, plain)
+    assert graph.replays == 0 and "length on the device" in (graph.failed or "")
+
+
+def test_a_step_unlike_the_recorded_one_runs_as_it_is(model) -> None:  # noqa: ANN001
+    """Another cache than the wrapper's, or other settings, are not replayed."""
+    cache = StaticCache(config=model.config, max_cache_len=20)
+    other = StaticCache(config=model.config, max_cache_len=20)
+    graph = DecodeGraph(model, cache)
+    with graph.installed():
+        ours = generate(model, other)
+    assert graph.replays == 0 and graph.failed is None
+    assert torch.equal(ours, generate(model, StaticCache(config=model.config, max_cache_len=20)))
