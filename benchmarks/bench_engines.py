@@ -8,7 +8,8 @@ Each engine runs in a process of its own (so peak RSS is that engine's alone):
 - `generate`: plain transformers `model.generate`, one left-padded batch (the baseline);
 - `hf`: triplesmith's transformers engine as chains use it (triple-list grammar, loop rules);
 - `hf-free`: the same engine unconstrained (no grammar, no loop rules): the raw model;
-- `hf-dynamic`: `hf` with transformers' dynamic KV cache on a GPU (`hf` has a static one there);
+- `hf-dynamic`: `hf` with transformers' dynamic KV cache (`hf` has a static one on a GPU, a
+  preallocated one on a CPU: chains/engines/kv_cache.py);
 - `hf-nocudnn`: `hf` with attention kept off cuDNN's kernel on the GPU (torch picks it on Hopper);
 - `hf-nocompact` / `hf-compact`: `hf` with each chunk run as one `generate` call (finished rows
   stay in it) / with finished rows leaving the batch (the default on a CPU, off on a GPU);
@@ -132,7 +133,7 @@ def run_engine(
     else:
         engine = HFEngine(model_name, adapter=adapter)
     if variant == "hf-dynamic":
-        engine.gpu_cache = "dynamic"
+        engine.gpu_cache = engine.cpu_cache = "dynamic"
     if variant == "hf-nocudnn":
         engine.cudnn_attention = False
     if variant == "hf-nocompact":

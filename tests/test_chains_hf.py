@@ -287,7 +287,8 @@ def carb_test_sentences(carb_dir: Path, n: int) -> list[str]:
 def test_finished_rows_leave_the_batch_without_changing_an_answer(carb_dir: Path) -> None:
     """With the real model on CaRB test sentences (grammar and loop rules on), a chunk whose
     finished rows leave the batch gives the answers, log-probs and endings of one run at full
-    width, with the CPU's dynamic KV cache and with the GPU's static one."""
+    width, with transformers' dynamic KV cache, the CPU's preallocated one and the GPU's static
+    one."""
     from triplesmith.chains.engines import GenerationOptions, HFEngine
     from triplesmith.chains.prompt import build_messages
 
@@ -304,7 +305,7 @@ def test_finished_rows_leave_the_batch_without_changing_an_answer(carb_dir: Path
 
     reference, widths = run(False, "dynamic")
     assert widths == [len(prompts)]
-    for cache in ("dynamic", "static"):
+    for cache in ("dynamic", "static", "preallocated"):
         results, widths = run(True, cache)
         assert len(widths) > 1 and widths == sorted(widths, reverse=True), widths
         for ours, full in zip(results, reference, strict=True):
@@ -319,7 +320,7 @@ def test_finished_rows_leave_the_batch_without_changing_an_answer(carb_dir: Path
 def test_a_shared_prompt_prefix_runs_once_without_changing_an_answer(carb_dir: Path) -> None:
     """Few-shot prompts share their system prompt and examples: run once at one row (and kept
     for the next call), they give the answers and log-probs of the prompts run whole, with the
-    CPU's dynamic KV cache and with the GPU's static one."""
+    dynamic, the preallocated and the static KV cache."""
     from triplesmith.chains.engines import GenerationOptions, HFEngine
     from triplesmith.chains.prompt import build_messages
     from triplesmith.data.registry import load_dataset
@@ -333,7 +334,7 @@ def test_a_shared_prompt_prefix_runs_once_without_changing_an_answer(carb_dir: P
     engine.share_prefix = False
     reference = engine.generate(prompts, [20] * len(prompts), options)
     engine.share_prefix = True
-    for cache in ("dynamic", "static"):
+    for cache in ("dynamic", "static", "preallocated"):
         engine.cpu_cache = cache
         results = engine.generate(prompts, [20] * len(prompts), options)
         for ours, whole in zip(results, reference, strict=True):

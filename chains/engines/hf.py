@@ -160,10 +160,10 @@ class HFEngine(Engine):
 
     name = "transformers"
     # The KV cache on a GPU: "static" (preallocated for the chunk's prompts and budget) or
-    # "dynamic" (transformers' default, grown by concatenation every step); on a CPU always
-    # dynamic. The decode step is not compiled: transformers' compiled static cache is faster once
-    # compiled, but it compiles for about a minute per batch shape (benchmarks/RESULTS.md,
-    # "Engines").
+    # "dynamic" (transformers' default, grown by concatenation every step); on a CPU see
+    # `cpu_cache`. The decode step is not compiled (transformers' compiled static cache compiles
+    # for about a minute per batch shape: benchmarks/RESULTS.md, "Engines"); it is replayed from
+    # a CUDA graph instead (`cuda_graphs`).
     gpu_cache: str = "static"
     # On a GPU, whether attention may use cuDNN's kernel, which torch picks first on Hopper.
     # Profiled on the H200, a cuDNN attention call costs far more CPU than the model's other
@@ -171,9 +171,11 @@ class HFEngine(Engine):
     # is CPU-bound; False keeps to the flash / memory-efficient / math kernels. Not measured yet
     # (benchmarks/bench_engines.py `hf-nocudnn`), so torch's choice stays the default.
     cudnn_attention: bool = True
-    # The KV cache on a CPU: "dynamic" (a static cache there was slower and larger:
-    # benchmarks/RESULTS.md, "Demo memory and time"); "static" lets tests run the GPU's cache.
-    cpu_cache: str = "dynamic"
+    # The KV cache on a CPU: "preallocated" (chains/engines/kv_cache.py: written in place, read
+    # as far as it is filled; the dynamic cache's concatenation was 28-32 % of a decode step at
+    # 20 rows, and a static cache there was slower and larger: benchmarks/RESULTS.md, "Demo
+    # memory and time"); "dynamic" is transformers' own, "static" lets tests run the GPU's cache.
+    cpu_cache: str = "preallocated"
     # Whether finished rows leave the batch (see COMPACT_AT); False runs each chunk as one call;
     # None: on a CPU only. On the H200 the answers were the same (634 of 634) but a step there is
     # bound by launching kernels, not by its rows, and the pauses cost more than they saved
@@ -302,12 +304,17 @@ class HFEngine(Engine):
     def _cache(self, prompt_width: int, budget: int) -> Any:
         """A chunk's KV cache: on a GPU a static cache sized to this chunk (a static cache of
         transformers' own keeps the longest chunk's size for every later call), on a CPU a
-        dynamic one. Made here so that finished rows can be dropped from it between calls."""
+        preallocated one (see `cpu_cache`). Made here so that finished rows can be dropped from
+        it between calls."""
         from transformers import DynamicCache, StaticCache
 
         kind = self.gpu_cache if self.on_gpu else self.cpu_cache
         if kind == "static":
             return StaticCache(config=self.model.config, max_cache_len=prompt_width + budget)
+        if kind == "preallocated":
+            from triplesmith.chains.engines.kv_cache import preallocated_cache
+
+            return preallocated_cache(self.model.config, prompt_width + budget)
         return DynamicCache(config=self.model.config)
 
     def _generate_chunk(

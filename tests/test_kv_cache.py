@@ -1,0 +1,69 @@
+"""The preallocated KV cache (chains/engines/kv_cache.py) against transformers' dynamic cache,
+on a small random Llama model: the same tokens and logits, growing past its capacity, and rows
+dropped between `generate` calls."""
+
+import pytest
+import torch
+from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM
+
+from triplesmith.chains.engines.kv_cache import PreallocatedLayer, preallocated_cache
+
+
+@pytest.fixture(scope="module")
+def model() -> LlamaForCausalLM:
+    torch.manual_seed(0)
+    config = LlamaConfig(
+        vocab_size=128,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        pad_token_id=0,
+    )
+    return LlamaForCausalLM(config).eval()
+
+
+PROMPTS = torch.tensor([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7], [0, 9, 8, 7, 6]])
+
+
+def generate(model: LlamaForCausalLM, cache, prompts=PROMPTS, new=10):  # noqa: ANN001, ANN201
+    with torch.inference_mode():
+        return model.generate(
+            input_ids=prompts,
+            attention_mask=(prompts != 0).long(),
+            cache=cache,
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            disable_compile=True,
+            pad_token_id=0,
+            output_logits=True,
+            return_dict_in_generate=True,
+        )
+
+
+@pytest.mark.parametrize("capacity", [15, 4])  # room for all, and too little: it grows
+def test_the_same_tokens_and_logits_as_the_dynamic_cache(model, capacity: int) -> None:  # noqa: ANN001
+    plain = generate(model, DynamicCache(config=model.config))
+    cache = preallocated_cache(model.config, capacity)
+    ours = generate(model, cache)
+    assert all(isinstance(layer, PreallocatedLayer) for layer in cache.layers)
+    assert torch.equal(ours.sequences, plain.sequences)
+    for a, b in zip(ours.logits, plain.logits, strict=True):
+        assert torch.equal(a, b)
+    # 5 prompt tokens and 9 of the 10 new ones went through the model (not the last one)
+    assert cache.get_seq_length() == 14 and cache.layers[0].capacity >= 14
+    assert cache.layers[0].keys.shape[-2] == 14  # attention sees the filled part only
+
+
+def test_rows_dropped_between_calls_go_on_as_in_the_dynamic_cache(model) -> None:  # noqa: ANN001
+    """What the engine does when finished rows leave the batch (`Cache.reorder_cache`)."""
+    keep = torch.tensor([2, 0])
+    results = []
+    for cache in (DynamicCache(config=model.config), preallocated_cache(model.config, 30)):
+        first = generate(model, cache, new=4).sequences
+        cache.reorder_cache(keep)
+        results.append(generate(model, cache, prompts=first[keep], new=6).sequences)
+    assert torch.equal(results[0], results[1])
