@@ -346,7 +346,7 @@ def test_a_shared_prompt_prefix_runs_once_without_changing_an_answer(carb_dir: P
     assert engine.prefix_reused == shared and alone.text == reference[1].text
 
 
-def graph_runs(prompts: list, options, cache: str, device_graphs: bool) -> dict:  # noqa: ANN001
+def graph_runs(prompts: list, options, cache: str) -> dict:  # noqa: ANN001
     """The engine's answers with the decode steps as they are and through the decode graph
     (chains/engines/cuda_graph.py), with and without finished rows leaving the batch."""
     from triplesmith.chains.engines import HFEngine
@@ -362,7 +362,7 @@ def graph_runs(prompts: list, options, cache: str, device_graphs: bool) -> dict:
             if graphs:
                 assert engine.graphs and all(g.failed is None for g in engine.graphs)
                 assert sum(g.replays for g in engine.graphs) > 0
-                assert all(g.graphs == device_graphs for g in engine.graphs)
+                assert all(g.graphs == engine.on_gpu for g in engine.graphs)  # recorded there
             else:
                 assert not engine.graphs
             runs[graphs, compact] = results
@@ -380,7 +380,7 @@ def test_decode_steps_through_the_graph_wrapper_keep_every_answer(carb_dir: Path
 
     prompts = [build_messages(s, []) for s in carb_test_sentences(carb_dir, 6)]
     options = GenerationOptions(max_new_tokens=48, batch_size=len(prompts))
-    runs = graph_runs(prompts, options, "static", device_graphs=False)
+    runs = graph_runs(prompts, options, "static")
     reference = runs[False, False]
     for results in runs.values():
         for ours, plain in zip(results, reference, strict=True):
@@ -398,9 +398,8 @@ def test_decode_steps_replayed_from_a_cuda_graph_keep_every_answer(carb_dir: Pat
 
     prompts = [build_messages(s, []) for s in carb_test_sentences(carb_dir, 16)]
     options = GenerationOptions(max_new_tokens=64, batch_size=len(prompts))
-    runs = graph_runs(prompts, options, "static", device_graphs=True)
-    reference = runs[False, False]
-    for results in (runs[True, False], runs[True, True]):
-        for ours, plain in zip(results, reference, strict=True):
+    runs = graph_runs(prompts, options, "static")
+    for compact in (False, True):  # (in bf16 the rows' leaving changes log-probs by ~0.01)
+        for ours, plain in zip(runs[True, compact], runs[False, compact], strict=True):
             assert ours.token_ids == plain.token_ids and ours.finish_reason == plain.finish_reason
             assert ours.logprobs == pytest.approx(plain.logprobs, abs=1e-3)
