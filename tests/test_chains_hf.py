@@ -254,6 +254,7 @@ def test_token_texts_are_the_reference_detokenizers() -> None:
         assert "".join(reference) == tok.decode(ids, skip_special_tokens=True)
 
 
+@pytest.mark.skipif("__import__('torch').cuda.is_available()", reason="the CPU engine's chunks")
 def test_cpu_chunks_keep_the_kv_cache_under_its_cap() -> None:
     """On a CPU long prompts go in narrower chunks, each within CPU_CACHE_BYTES of KV cache;
     short ones still fill `width`; every prompt is in one chunk, in the order given."""
@@ -403,3 +404,28 @@ def test_decode_steps_replayed_from_a_cuda_graph_keep_every_answer(carb_dir: Pat
         for ours, plain in zip(runs[True, compact], runs[False, compact], strict=True):
             assert ours.token_ids == plain.token_ids and ours.finish_reason == plain.finish_reason
             assert ours.logprobs == pytest.approx(plain.logprobs, abs=1e-3)
+
+
+@pytest.mark.skipif("not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU")
+def test_two_engines_recording_at_once_on_one_gpu_keep_their_answers(carb_dir: Path) -> None:
+    """Two engines on one GPU (two chains of a run) record and replay their decode graphs from
+    two threads at once: each gives the answers it gives alone."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from triplesmith.chains.engines import GenerationOptions, HFEngine
+    from triplesmith.chains.prompt import build_messages
+
+    prompts = [build_messages(s, []) for s in carb_test_sentences(carb_dir, 12)]
+    options = GenerationOptions(max_new_tokens=64, batch_size=6)
+    engines = [HFEngine("smollm2"), HFEngine("smollm2")]
+    halves = [prompts[:6], prompts[6:]]
+    alone = [e.generate(p, [20] * 6, options) for e, p in zip(engines, halves, strict=True)]
+    with ThreadPoolExecutor(2) as pool:
+        jobs = [
+            pool.submit(e.generate, p, [20] * 6, options)
+            for e, p in zip(engines, halves, strict=True)
+        ]
+        together = [job.result() for job in jobs]
+    for engine, ours, theirs in zip(engines, together, alone, strict=True):
+        assert engine.graphs and all(g.failed is None and g.replays for g in engine.graphs)
+        assert [r.token_ids for r in ours] == [r.token_ids for r in theirs]

@@ -141,7 +141,9 @@ class DecodeGraph:
             torch.cuda.current_stream(device).wait_stream(side)
             self._put_back(counters)
             graph = torch.cuda.CUDAGraph()
-            with torch.cuda.graph(graph):
+            # Only this thread's calls may not break the recording: another engine's thread
+            # (two chains of one graph, LangSmith's workers) goes on using the GPU meanwhile.
+            with torch.cuda.graph(graph, capture_error_mode="thread_local"):
                 output = step()
             self._put_back(counters)
         except Exception as exc:  # the step cannot be recorded: run it eagerly from now on
