@@ -31,6 +31,33 @@ from typing import Any
 log = logging.getLogger(__name__)
 
 
+# Rotary embeddings of these kinds recompute their frequencies from the sequence's length in
+# Python at each step (transformers' `dynamic_rope_update`): a replay would keep the recorded ones.
+PER_LENGTH_ROPE = ("dynamic", "longrope")
+
+
+def unrecordable(model: Any, cache: Any) -> str | None:
+    """Why the decode step of `model` over `cache` cannot be replayed faithfully, or None.
+
+    A replay repeats the recorded kernels with the recorded arguments: anything the step computes
+    in Python from its position would stay as it was at the recording. So only a cache whose
+    layers are all transformers' `StaticLayer` (its length on the device; a sliding-window layer
+    counts in Python) and rotary embeddings that do not depend on the length qualify.
+    """
+    from transformers.cache_utils import StaticLayer
+
+    kinds = {type(layer).__name__ for layer in cache.layers if type(layer) is not StaticLayer}
+    if kinds:
+        return f"cache layers that keep their length in Python: {', '.join(sorted(kinds))}"
+    for module in model.modules():
+        rope = getattr(module, "rope_type", None)
+        types = rope.values() if isinstance(rope, dict) else [rope]
+        moving = [t for t in types if isinstance(t, str) and t.startswith(PER_LENGTH_ROPE)]
+        if moving:
+            return f"rotary embeddings recomputed per length ({moving[0]})"
+    return None
+
+
 class DecodeGraph:
     """The decode steps of one `generate` call over `cache`, recorded once and replayed.
 
@@ -117,8 +144,8 @@ class DecodeGraph:
         """Record the step (on a GPU) or set up its tensors (elsewhere); False if it failed."""
         import torch
 
-        if not all(hasattr(layer, "cumulative_length") for layer in self.cache.layers):
-            self.failed = "the cache does not keep its length on the device"
+        self.failed = unrecordable(self.model, self.cache)
+        if self.failed is not None:
             return False
         self._inputs = {name: value.clone() for name, value in inputs.items()}
         self._settings = dict(settings)

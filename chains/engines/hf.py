@@ -17,6 +17,7 @@ model; nothing a chain sets changes an engine (a chain's options travel with eac
 """
 
 import logging
+import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -188,8 +189,9 @@ class HFEngine(Engine):
     # beginning"; on a CPU (fp32) the answers are the same and few-shot chunks run ~1.8x faster.
     share_prefix: bool | None = None
     # Whether the decode steps replay a CUDA graph recorded at each `generate` call's first
-    # decode step (chains/engines/cuda_graph.py), with the static cache; None: on a GPU. True
-    # off a GPU runs the same wrapper eagerly (what CPU tests exercise).
+    # decode step (chains/engines/cuda_graph.py), with the static cache; None: on a GPU unless
+    # TRIPLESMITH_CUDA_GRAPHS=0. True off a GPU runs the same wrapper eagerly (what CPU tests
+    # exercise). A model whose step cannot be replayed faithfully runs as it is (`unrecordable`).
     cuda_graphs: bool | None = None
 
     def __init__(self, model: str = "smollm2", adapter: str | None = None) -> None:
@@ -520,7 +522,15 @@ class HFEngine(Engine):
         `cuda_graphs`), or as they are."""
         from transformers import StaticCache
 
-        wanted = self.cuda_graphs if self.cuda_graphs is not None else self.on_gpu
+        wanted = self.cuda_graphs
+        if wanted is None:
+            switch = os.environ.get("TRIPLESMITH_CUDA_GRAPHS", "1")
+            if switch not in ("0", "1"):
+                raise ChainError(
+                    f"TRIPLESMITH_CUDA_GRAPHS={switch!r}: use 1 (decode steps replayed from a "
+                    "CUDA graph on a GPU, the default) or 0 (every step run as it is)"
+                )
+            wanted = self.on_gpu and switch == "1"
         if not wanted or not isinstance(cache, StaticCache):
             return nullcontext()
         graph = DecodeGraph(self.model, cache)
