@@ -17,6 +17,8 @@ Each engine runs in a process of its own (so peak RSS is that engine's alone):
   run once at one row (the default on a CPU, off on a GPU);
 - `hf-nograph`: `hf` with every decode step run as it is, not replayed from a CUDA graph (the
   graph is the default on a GPU; chains/engines/cuda_graph.py);
+- `hf-bf16`: `hf` with `TRIPLESMITH_CPU_PRECISION=bf16` (a CPU's linear layers in bf16, opt-in:
+  chains/engines/cpu_precision.py);
 - `onnx`: the onnxruntime-genai engine (chains/engines/onnx.py, fp32) as chains use it
   (triple-list grammar through its llguidance, one prompt per generator; no loop rules);
 - `onnx-free`: the same engine unconstrained (right-padded batches): the raw model;
@@ -32,6 +34,7 @@ time goes.
 
 import argparse
 import json
+import os
 import platform
 import resource
 import subprocess
@@ -51,6 +54,7 @@ ENGINES = (
     "hf-noshare",
     "hf-share",
     "hf-nograph",
+    "hf-bf16",
     "onnx",
     "onnx-free",
 )
@@ -131,6 +135,8 @@ def run_engine(
 
         engine = OnnxEngine(model_name, adapter=adapter)  # exported before the timings
     else:
+        if variant == "hf-bf16":
+            os.environ["TRIPLESMITH_CPU_PRECISION"] = "bf16"  # this worker process only
         engine = HFEngine(model_name, adapter=adapter)
     if variant == "hf-dynamic":
         engine.gpu_cache = engine.cpu_cache = "dynamic"

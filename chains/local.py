@@ -34,8 +34,13 @@ class LocalChain(ExtractionChain):
         self.adapter_hash = engine.adapter_hash
 
     def metadata(self) -> dict[str, Any]:
-        """The base metadata plus the decoding controls, which change the results too."""
-        return {**super().metadata(), "decoding": self.options.decoding()}
+        """The base metadata plus the decoding controls, which change the results too (and the
+        engine's CPU precision when it is not fp32: chains/engines/cpu_precision.py)."""
+        facts = {**super().metadata(), "decoding": self.options.decoding()}
+        precision = getattr(self.engine, "cpu_precision", None)
+        if precision is not None:
+            facts["cpu_precision"] = precision
+        return facts
 
     def cancel(self) -> None:
         self.engine.cancel()

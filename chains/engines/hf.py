@@ -207,6 +207,25 @@ class HFEngine(Engine):
         if adapter is not None:
             self.model = self._attach_adapter(adapter)
             self.adapter_hash = adapter_hash(adapter)
+        # On a CPU, TRIPLESMITH_CPU_PRECISION=bf16 runs the linear layers in bf16 (opt-in: it
+        # changes answers, so it is part of the experiment's key; chains/engines/cpu_precision.py).
+        self.cpu_precision: str | None = None
+        if not self.on_gpu:
+            from triplesmith.chains.engines.cpu_precision import (
+                cpu_has_bf16,
+                cpu_precision,
+                to_bf16_linears,
+            )
+
+            if cpu_precision() == "bf16":
+                if not cpu_has_bf16():
+                    raise ChainError(
+                        "TRIPLESMITH_CPU_PRECISION=bf16 needs a CPU with bf16 instructions "
+                        "(AVX512-BF16 or AMX), where it is faster than fp32; this one has none: "
+                        "unset it"
+                    )
+                to_bf16_linears(self.model)
+                self.cpu_precision = "bf16"
         self.tokenizer.padding_side = "left"
         self.cache_bytes_per_token = cache_bytes_per_token(self.model)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))

@@ -150,7 +150,7 @@ def experiment_key(metadata: Mapping[str, Any]) -> str:
         for k in ("chain", "model", "adapter_hash", "prompt_id", "dataset_hash", "via_graph")
     }
     decisive["settings"] = metadata.get("settings")
-    for optional in ("max_repairs", "decoding"):  # when present
+    for optional in ("max_repairs", "decoding", "cpu_precision"):  # when present
         if metadata.get(optional) is not None:
             decisive[optional] = metadata[optional]
     digest = hashlib.sha256(json.dumps(decisive, sort_keys=True, default=str).encode())
