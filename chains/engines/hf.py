@@ -226,6 +226,7 @@ class HFEngine(Engine):
                     )
                 to_bf16_linears(self.model)
                 self.cpu_precision = "bf16"
+                trim_heap()  # the fp32 weights go back to the OS
         self.tokenizer.padding_side = "left"
         self.cache_bytes_per_token = cache_bytes_per_token(self.model)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
