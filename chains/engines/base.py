@@ -10,6 +10,7 @@ workers, `langgraph dev` requests) into one batched call.
 from __future__ import annotations
 
 import logging
+import os
 import queue
 import threading
 import time
@@ -28,6 +29,15 @@ CANCELLED = "generation cancelled (the run was interrupted)"
 
 Messages = list[dict[str, str]]
 FinishReason = Literal["stop", "length", "repeat", "cancelled"]
+
+
+def env_choice(name: str, choices: Sequence[str], default: str, meaning: str) -> str:
+    """An engine switch read from the environment variable `name`: one of `choices` (the first
+    is the default's meaning when unset), or a ChainError naming the value and the choices."""
+    value = os.environ.get(name, default)
+    if value not in choices:
+        raise ChainError(f"{name}={value!r}: use {' or '.join(choices)} ({meaning})")
+    return value
 
 
 @dataclass(frozen=True)

@@ -13,12 +13,13 @@ default, it is part of an experiment's key, and it is refused on a CPU without b
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import torch
 
+from triplesmith.chains.engines.base import env_choice
 from triplesmith.errors import ChainError
+from triplesmith.memory import trim_heap
 
 PRECISIONS = ("fp32", "bf16")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
@@ -26,13 +27,13 @@ BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 def cpu_precision() -> str:
     """The precision asked for by `TRIPLESMITH_CPU_PRECISION` (default fp32)."""
-    value = os.environ.get("TRIPLESMITH_CPU_PRECISION", "fp32")
-    if value not in PRECISIONS:
-        raise ChainError(
-            f"TRIPLESMITH_CPU_PRECISION={value!r}: use fp32 (the default) or bf16 (linear layers "
-            "in bf16 on a CPU with bf16 instructions: faster, and some answers change)"
-        )
-    return value
+    return env_choice(
+        "TRIPLESMITH_CPU_PRECISION",
+        PRECISIONS,
+        "fp32",
+        "fp32 is the default; bf16 runs the linear layers in bf16 on a CPU with bf16 "
+        "instructions: faster, and some answers change",
+    )
 
 
 def cpu_has_bf16(cpuinfo: Path = Path("/proc/cpuinfo")) -> bool:
@@ -77,3 +78,18 @@ def to_bf16_linears(model: torch.nn.Module) -> int:
                 setattr(module, name, BF16Linear(child))
                 replaced += 1
     return replaced
+
+
+def apply_cpu_precision(model: torch.nn.Module) -> str | None:
+    """Put `model` (a CPU engine's inference copy) in the precision TRIPLESMITH_CPU_PRECISION
+    asks for: None for fp32 (nothing done), "bf16" once its linear layers are converted."""
+    if cpu_precision() != "bf16":
+        return None
+    if not cpu_has_bf16():
+        raise ChainError(
+            "TRIPLESMITH_CPU_PRECISION=bf16 needs a CPU with bf16 instructions (AVX512-BF16 or "
+            "AMX), where it is faster than fp32; this one has none: unset it"
+        )
+    to_bf16_linears(model)
+    trim_heap()  # the fp32 weights go back to the OS
+    return "bf16"

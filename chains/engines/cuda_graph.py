@@ -58,6 +58,12 @@ def unrecordable(model: Any, cache: Any) -> str | None:
     return None
 
 
+def _signature(inputs: dict[str, Any], settings: dict[str, Any]) -> tuple[Any, ...]:
+    """What a step must share with the recorded one to replay it: its tensors' names and shapes,
+    and its other arguments."""
+    return (sorted((name, tuple(value.shape)) for name, value in inputs.items()), settings)
+
+
 class DecodeGraph:
     """The decode steps of one `generate` call over `cache`, recorded once and replayed.
 
@@ -118,13 +124,7 @@ class DecodeGraph:
         if self._run is None:
             if not self._record(inputs, settings):
                 return self._eager(**kwargs)
-        elif (
-            settings != self._settings
-            or any(
-                k not in self._inputs or v.shape != self._inputs[k].shape for k, v in inputs.items()
-            )
-            or len(inputs) != len(self._inputs)
-        ):
+        elif _signature(inputs, settings) != _signature(self._inputs, self._settings):
             return self._eager(**kwargs)  # not the recorded step's shapes: run as it is
         else:
             for name, value in inputs.items():

@@ -17,7 +17,6 @@ model; nothing a chain sets changes an engine (a chain's options travel with eac
 """
 
 import logging
-import os
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
@@ -32,6 +31,7 @@ from triplesmith.chains.engines.base import (
     GenerationOptions,
     Messages,
     adapter_dir,
+    env_choice,
     token_pieces,
 )
 from triplesmith.chains.engines.cuda_graph import DecodeGraph
@@ -211,22 +211,9 @@ class HFEngine(Engine):
         # changes answers, so it is part of the experiment's key; chains/engines/cpu_precision.py).
         self.cpu_precision: str | None = None
         if not self.on_gpu:
-            from triplesmith.chains.engines.cpu_precision import (
-                cpu_has_bf16,
-                cpu_precision,
-                to_bf16_linears,
-            )
+            from triplesmith.chains.engines.cpu_precision import apply_cpu_precision
 
-            if cpu_precision() == "bf16":
-                if not cpu_has_bf16():
-                    raise ChainError(
-                        "TRIPLESMITH_CPU_PRECISION=bf16 needs a CPU with bf16 instructions "
-                        "(AVX512-BF16 or AMX), where it is faster than fp32; this one has none: "
-                        "unset it"
-                    )
-                to_bf16_linears(self.model)
-                self.cpu_precision = "bf16"
-                trim_heap()  # the fp32 weights go back to the OS
+            self.cpu_precision = apply_cpu_precision(self.model)
         self.tokenizer.padding_side = "left"
         self.cache_bytes_per_token = cache_bytes_per_token(self.model)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
@@ -544,12 +531,13 @@ class HFEngine(Engine):
 
         wanted = self.cuda_graphs
         if wanted is None:
-            switch = os.environ.get("TRIPLESMITH_CUDA_GRAPHS", "1")
-            if switch not in ("0", "1"):
-                raise ChainError(
-                    f"TRIPLESMITH_CUDA_GRAPHS={switch!r}: use 1 (decode steps replayed from a "
-                    "CUDA graph on a GPU, the default) or 0 (every step run as it is)"
-                )
+            switch = env_choice(
+                "TRIPLESMITH_CUDA_GRAPHS",
+                ("1", "0"),
+                "1",
+                "1 replays decode steps from a CUDA graph on a GPU, the default; 0 runs every "
+                "step as it is",
+            )
             wanted = self.on_gpu and switch == "1"
         if not wanted or not isinstance(cache, StaticCache):
             return nullcontext()
