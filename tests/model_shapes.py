@@ -1,4 +1,8 @@
-"""Model shapes the training planner's tests share (the figures of the issues' measurements)."""
+"""Model shapes the training planner's tests share (the figures of the issues' measurements), and
+the small random Llama the engine tests share."""
+
+import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
 from triplesmith.training.config import ModelShape
 
@@ -10,3 +14,21 @@ LLAMA2_7B = ModelShape(
 SMOLLM2 = ModelShape(
     params=134_515_008, layers=30, hidden=576, intermediate=1536, supports_packing=True
 )
+
+# A small random Llama (2 layers, 4 query heads sharing 2 key/value heads) for engine tests.
+TINY_LLAMA = {
+    "vocab_size": 128,
+    "hidden_size": 32,
+    "intermediate_size": 64,
+    "num_hidden_layers": 2,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "max_position_embeddings": 64,
+    "pad_token_id": 0,
+}
+
+
+def tiny_llama(**overrides: object) -> LlamaForCausalLM:
+    """TINY_LLAMA (with `overrides`), seeded weights, in eval mode."""
+    torch.manual_seed(0)
+    return LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **overrides})).eval()

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from transformers import LlamaConfig, LlamaForCausalLM
+from model_shapes import tiny_llama
 
 from triplesmith.chains.engines.cpu_precision import (
     BF16Linear,
@@ -36,17 +36,7 @@ def test_bf16_instructions_are_read_from_the_cpus_flags(tmp_path: Path) -> None:
 
 
 def test_every_linear_layer_turns_bf16_and_the_logits_stay_close() -> None:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=64,
-        intermediate_size=128,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        tie_word_embeddings=True,
-    )
-    model = LlamaForCausalLM(config).eval()
+    model = tiny_llama(hidden_size=64, intermediate_size=128, tie_word_embeddings=True)
     ids = torch.tensor([[3, 4, 5, 6, 7, 8]])
     with torch.inference_mode():
         before = model(ids).logits

@@ -5,6 +5,7 @@ import inspect
 
 import pytest
 import torch
+from model_shapes import tiny_llama
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, StaticCache
 
 from triplesmith.chains.engines.cuda_graph import DecodeGraph, unrecordable
@@ -12,19 +13,7 @@ from triplesmith.chains.engines.cuda_graph import DecodeGraph, unrecordable
 
 @pytest.fixture(scope="module")
 def model() -> LlamaForCausalLM:
-    torch.manual_seed(0)
-    config = LlamaConfig(
-        vocab_size=128,
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        num_key_value_heads=2,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        eos_token_id=1,
-    )
-    return LlamaForCausalLM(config).eval()
+    return tiny_llama(eos_token_id=1)
 
 
 def generate(model: LlamaForCausalLM, cache, **kwargs) -> torch.Tensor:  # noqa: ANN001
