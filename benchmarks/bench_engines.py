@@ -17,8 +17,11 @@ Each engine runs in a process of its own (so peak RSS is that engine's alone):
   run once at one row (the default on a CPU, off on a GPU);
 - `hf-nograph`: `hf` with every decode step run as it is, not replayed from a CUDA graph (the
   graph is the default on a GPU; chains/engines/cuda_graph.py);
-- `hf-bf16`: `hf` with `TRIPLESMITH_CPU_PRECISION=bf16` (a CPU's linear layers in bf16, opt-in:
+- `hf-bf16` / `hf-fp32`: `hf` with `TRIPLESMITH_CPU_PRECISION=bf16` / `fp32` (a CPU's linear
+  layers in bf16 or fp32; `hf` is `auto`: bf16 on a CPU with bf16 instructions,
   chains/engines/cpu_precision.py);
+- `hf-noguess`: `hf` decoding one token a row per model call instead of checking tokens guessed
+  from the prompt several at a time (the CPU's default: chains/engines/speculative.py);
 - `onnx`: the onnxruntime-genai engine (chains/engines/onnx.py, fp32) as chains use it
   (triple-list grammar through its llguidance, one prompt per generator; no loop rules);
 - `onnx-free`: the same engine unconstrained (right-padded batches): the raw model;
@@ -55,6 +58,8 @@ ENGINES = (
     "hf-share",
     "hf-nograph",
     "hf-bf16",
+    "hf-fp32",
+    "hf-noguess",
     "onnx",
     "onnx-free",
 )
@@ -135,8 +140,9 @@ def run_engine(
 
         engine = OnnxEngine(model_name, adapter=adapter)  # exported before the timings
     else:
-        if variant == "hf-bf16":
-            os.environ["TRIPLESMITH_CPU_PRECISION"] = "bf16"  # this worker process only
+        if variant in ("hf-bf16", "hf-fp32"):
+            # this worker process only
+            os.environ["TRIPLESMITH_CPU_PRECISION"] = variant.removeprefix("hf-")
         engine = HFEngine(model_name, adapter=adapter)
     if variant == "hf-dynamic":
         engine.gpu_cache = engine.cpu_cache = "dynamic"
@@ -152,6 +158,8 @@ def run_engine(
         engine.share_prefix = True
     if variant == "hf-nograph":
         engine.cuda_graphs = False
+    if variant == "hf-noguess":
+        engine.speculative = False
     free = variant.endswith("-free")
     options = GenerationOptions(
         max_new_tokens=cap,

@@ -256,10 +256,12 @@ def test_token_texts_are_the_reference_detokenizers() -> None:
 
 @pytest.mark.skipif("__import__('torch').cuda.is_available()", reason="the CPU engine's chunks")
 def test_cpu_chunks_keep_the_kv_cache_under_its_cap() -> None:
-    """On a CPU long prompts go in narrower chunks, each within CPU_CACHE_BYTES of KV cache;
+    """On a CPU long prompts go in narrower chunks, each within CPU_CACHE_BYTES of KV cache
+    (room for the guessing decoder's slots);
     short ones still fill `width`; every prompt is in one chunk, in the order given."""
     from triplesmith.chains.engines import get_hf_engine
     from triplesmith.chains.engines.hf import CPU_CACHE_BYTES
+    from triplesmith.chains.engines.speculative import SLOTS_PER_TOKEN
 
     engine = get_hf_engine("smollm2")
     assert not engine.on_gpu
@@ -270,9 +272,9 @@ def test_cpu_chunks_keep_the_kv_cache_under_its_cap() -> None:
     order = list(range(len(lengths)))
     chunks = engine.chunks(order, lengths, budgets, 16)
     assert [i for chunk in chunks for i in chunk] == order
-    assert len(chunks[0]) == 16  # 16 x 136 tokens fit: the width decides
+    assert len(chunks[0]) == 16  # 16 x (40 + 2 x 96) tokens fit: the width decides
     for chunk in chunks:
-        tokens = max(lengths[i] for i in chunk) + max(budgets[i] for i in chunk)
+        tokens = max(lengths[i] for i in chunk) + SLOTS_PER_TOKEN * max(budgets[i] for i in chunk)
         assert len(chunk) == 1 or len(chunk) * tokens * per_token <= CPU_CACHE_BYTES
     assert max(len(chunk) for chunk in chunks[1:]) < 16
 
@@ -285,16 +287,20 @@ def carb_test_sentences(carb_dir: Path, n: int) -> list[str]:
 
 
 @pytest.mark.slow
-def test_finished_rows_leave_the_batch_without_changing_an_answer(carb_dir: Path) -> None:
+@pytest.mark.parametrize("guessing", [False, True])
+def test_finished_rows_leave_the_batch_without_changing_an_answer(
+    carb_dir: Path, guessing: bool
+) -> None:
     """With the real model on CaRB test sentences (grammar and loop rules on), a chunk whose
     finished rows leave the batch gives the answers, log-probs and endings of one run at full
     width, with transformers' dynamic KV cache, the CPU's preallocated one and the GPU's static
-    one."""
+    one; decoding one token a call (`generate`) and checking guessed tokens."""
     from triplesmith.chains.engines import GenerationOptions, HFEngine
     from triplesmith.chains.prompt import build_messages
 
     sentences = carb_test_sentences(carb_dir, 8)
     engine = HFEngine("smollm2")
+    engine.speculative = guessing
     prompts = [build_messages(s, []) for s in sentences]
     options = GenerationOptions(max_new_tokens=64, batch_size=len(prompts))
 
@@ -318,10 +324,14 @@ def test_finished_rows_leave_the_batch_without_changing_an_answer(carb_dir: Path
 
 
 @pytest.mark.slow
-def test_a_shared_prompt_prefix_runs_once_without_changing_an_answer(carb_dir: Path) -> None:
+@pytest.mark.parametrize("guessing", [False, True])
+def test_a_shared_prompt_prefix_runs_once_without_changing_an_answer(
+    carb_dir: Path, guessing: bool
+) -> None:
     """Few-shot prompts share their system prompt and examples: run once at one row (and kept
     for the next call), they give the answers and log-probs of the prompts run whole, with the
-    dynamic, the preallocated and the static KV cache."""
+    dynamic, the preallocated and the static KV cache, decoding one token a call or checking
+    guessed tokens."""
     from triplesmith.chains.engines import GenerationOptions, HFEngine
     from triplesmith.chains.prompt import build_messages
     from triplesmith.data.registry import load_dataset
@@ -330,6 +340,7 @@ def test_a_shared_prompt_prefix_runs_once_without_changing_an_answer(carb_dir: P
     shots = load_dataset("sample", split="train")[:3]
     prompts = [build_messages(s, shots) for s in sentences]
     engine = HFEngine("smollm2")
+    engine.speculative = guessing
     options = GenerationOptions(max_new_tokens=40, batch_size=len(prompts))
 
     engine.share_prefix = False
@@ -347,6 +358,52 @@ def test_a_shared_prompt_prefix_runs_once_without_changing_an_answer(carb_dir: P
     assert engine.prefix_reused == shared and alone.text == reference[1].text
 
 
+@pytest.mark.slow
+def test_checking_guessed_tokens_keeps_every_answer_in_fewer_calls(carb_dir: Path) -> None:
+    """On a CPU greedy chunks check tokens guessed from the prompt and the answer several at a
+    call (chains/engines/speculative.py): with the real model, grammar and loop rules on,
+    zero-shot and few-shot prompts, the answers, endings and log-probs of decoding one token a
+    call, in fewer model calls than the longest answer has tokens."""
+    from triplesmith.chains.engines import GenerationOptions, HFEngine
+    from triplesmith.chains.prompt import build_messages
+    from triplesmith.data.registry import load_dataset
+
+    sentences = carb_test_sentences(carb_dir, 8)
+    shots = load_dataset("sample", split="train")[:3]
+    engine = HFEngine("smollm2")
+    assert engine._speculates(GenerationOptions())  # the CPU's default for greedy decoding
+    assert not engine._speculates(GenerationOptions(temperature=0.7, seed=1))
+    options = GenerationOptions(max_new_tokens=64, batch_size=len(sentences))
+    for examples in ([], shots):
+        prompts = [build_messages(s, examples) for s in sentences]
+        runs = {}
+        for guessing in (False, True):
+            engine.speculative = guessing
+            runs[guessing] = engine.generate(prompts, [20] * len(prompts), options)
+        assert engine.model_calls is not None
+        longest = max(r.tokens_out for r in runs[True])
+        assert engine.model_calls < longest, (engine.model_calls, longest)
+        for ours, plain in zip(runs[True], runs[False], strict=True):
+            assert ours.text == plain.text and ours.token_ids == plain.token_ids
+            assert ours.finish_reason == plain.finish_reason
+            assert ours.logprobs == pytest.approx(plain.logprobs, abs=1e-4)
+
+
+def test_the_guessing_switch_is_read_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from triplesmith.chains.engines import GenerationOptions, get_hf_engine
+    from triplesmith.errors import ChainError
+
+    engine = get_hf_engine("smollm2")
+    engine.speculative = None
+    monkeypatch.setenv("TRIPLESMITH_GUESS_TOKENS", "0")
+    assert not engine._speculates(GenerationOptions())
+    monkeypatch.setenv("TRIPLESMITH_GUESS_TOKENS", "yes")
+    with pytest.raises(ChainError, match="TRIPLESMITH_GUESS_TOKENS='yes': use 1 or 0"):
+        engine._speculates(GenerationOptions())
+
+
 def graph_runs(prompts: list, options, cache: str) -> dict:  # noqa: ANN001
     """The engine's answers with the decode steps as they are and through the decode graph
     (chains/engines/cuda_graph.py), with and without finished rows leaving the batch."""
@@ -354,6 +411,7 @@ def graph_runs(prompts: list, options, cache: str) -> dict:  # noqa: ANN001
 
     engine = HFEngine("smollm2")
     engine.cpu_cache = cache
+    engine.speculative = False  # the graph wraps `generate`'s decode steps
     runs = {}
     for graphs in (False, True):
         for compact in (False, True):

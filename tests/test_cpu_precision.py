@@ -9,6 +9,7 @@ from model_shapes import tiny_llama
 
 from triplesmith.chains.engines.cpu_precision import (
     BF16Linear,
+    apply_cpu_precision,
     cpu_has_bf16,
     cpu_precision,
     to_bf16_linears,
@@ -16,8 +17,10 @@ from triplesmith.chains.engines.cpu_precision import (
 from triplesmith.errors import ChainError
 
 
-def test_the_switch_defaults_to_fp32_and_names_a_bad_value(monkeypatch) -> None:  # noqa: ANN001
+def test_the_switch_defaults_to_auto_and_names_a_bad_value(monkeypatch) -> None:  # noqa: ANN001
     monkeypatch.delenv("TRIPLESMITH_CPU_PRECISION", raising=False)
+    assert cpu_precision() == "auto"
+    monkeypatch.setenv("TRIPLESMITH_CPU_PRECISION", "fp32")
     assert cpu_precision() == "fp32"
     monkeypatch.setenv("TRIPLESMITH_CPU_PRECISION", "bf16")
     assert cpu_precision() == "bf16"
@@ -33,6 +36,17 @@ def test_bf16_instructions_are_read_from_the_cpus_flags(tmp_path: Path) -> None:
     info.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f\n")
     assert not cpu_has_bf16(info)
     assert not cpu_has_bf16(tmp_path / "absent")  # not Linux: no flags to read
+
+
+def test_auto_runs_bf16_where_the_cpu_has_bf16_instructions(monkeypatch) -> None:  # noqa: ANN001
+    monkeypatch.delenv("TRIPLESMITH_CPU_PRECISION", raising=False)
+    model = tiny_llama()
+    expected = "bf16" if cpu_has_bf16() else None  # None: fp32, the model left as it is
+    assert apply_cpu_precision(model) == expected
+    assert isinstance(model.lm_head, BF16Linear) == (expected == "bf16")
+    monkeypatch.setenv("TRIPLESMITH_CPU_PRECISION", "fp32")
+    model = tiny_llama()
+    assert apply_cpu_precision(model) is None and isinstance(model.lm_head, torch.nn.Linear)
 
 
 def test_every_linear_layer_turns_bf16_and_the_logits_stay_close() -> None:

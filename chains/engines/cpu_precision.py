@@ -1,14 +1,17 @@
-"""A local model's linear layers in bf16 on a CPU with native bf16 instructions (opt-in).
+"""A local model's linear layers in bf16 on a CPU with native bf16 instructions.
 
 On a CPU a decode step of a small model is its matrix products on fp32 weights (SmolLM2-135M on
 2 cores: 85 of 112 ms a step at 20 rows, 63 ms a step at one row, bound by reading the weights).
-`TRIPLESMITH_CPU_PRECISION=bf16` keeps the weights of every linear layer (the LM head included)
-in bf16 and runs those products in bf16, everything else in fp32 (norms, rotary embeddings,
-attention, the KV cache): 1.6-1.75x faster batches and one sentence in 3.2-3.8 s instead of
-4.9-5.8 s on this project's CPU, but it changes 35-40 % of few-shot and fine-tuned answers
-(benchmarks/RESULTS.md, "a preallocated KV cache, and the CPU targets again"). So it is not the
-default, it is part of an experiment's key, and it is refused on a CPU without bf16 instructions
-(AVX512-BF16 or AMX), where it would be slower than fp32.
+In bf16 every linear layer (the LM head included) keeps its weights in bf16 and runs its
+product in bf16, everything else stays fp32 (norms, rotary embeddings, attention, the KV
+cache): 1.6-1.75x faster batches on this project's CPU. It changes some answers (a GPU runs the
+whole model in bf16 anyway), and measured on all 634 CaRB test sentences with the fine-tuned
+chain it scored what fp32 scores: CaRB F1 0.451 against 0.451, AUC 0.278 against 0.277, paired
+per-sentence F1 p = 0.44 (benchmarks/RESULTS.md, "Guessed tokens checked in one call"). So
+`TRIPLESMITH_CPU_PRECISION=auto`, the default, runs bf16 on a CPU with bf16 instructions
+(AVX512-BF16 or AMX) and fp32 on one without (where bf16 would be slower); `fp32` and `bf16`
+force one (bf16 is refused without the instructions). The precision is part of an experiment's
+key, so a store never mixes the answers of the two.
 """
 
 from __future__ import annotations
@@ -21,18 +24,18 @@ from triplesmith.chains.engines.base import env_choice
 from triplesmith.errors import ChainError
 from triplesmith.memory import trim_heap
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("auto", "fp32", "bf16")
 BF16_FLAGS = ("avx512_bf16", "amx_bf16")
 
 
 def cpu_precision() -> str:
-    """The precision asked for by `TRIPLESMITH_CPU_PRECISION` (default fp32)."""
+    """The precision asked for by `TRIPLESMITH_CPU_PRECISION` (default auto)."""
     return env_choice(
         "TRIPLESMITH_CPU_PRECISION",
         PRECISIONS,
-        "fp32",
-        "fp32 is the default; bf16 runs the linear layers in bf16 on a CPU with bf16 "
-        "instructions: faster, and some answers change",
+        "auto",
+        "auto, the default, runs the linear layers in bf16 on a CPU with bf16 instructions "
+        "and in fp32 on one without; fp32 or bf16 forces one",
     )
 
 
@@ -83,12 +86,15 @@ def to_bf16_linears(model: torch.nn.Module) -> int:
 def apply_cpu_precision(model: torch.nn.Module) -> str | None:
     """Put `model` (a CPU engine's inference copy) in the precision TRIPLESMITH_CPU_PRECISION
     asks for: None for fp32 (nothing done), "bf16" once its linear layers are converted."""
-    if cpu_precision() != "bf16":
+    precision = cpu_precision()
+    if precision == "auto":
+        precision = "bf16" if cpu_has_bf16() else "fp32"
+    if precision == "fp32":
         return None
     if not cpu_has_bf16():
         raise ChainError(
             "TRIPLESMITH_CPU_PRECISION=bf16 needs a CPU with bf16 instructions (AVX512-BF16 or "
-            "AMX), where it is faster than fp32; this one has none: unset it"
+            "AMX), where it is faster than fp32; this one has none: unset it (auto picks fp32 here)"
         )
     to_bf16_linears(model)
     trim_heap()  # the fp32 weights go back to the OS

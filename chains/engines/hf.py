@@ -7,11 +7,15 @@ grammar (chains/engines/grammar.py) unless a chain turns that off, and ends loop
 (chains/repeat_guard.py). On a GPU, decoding greedily, the grammar's masks for the next step
 are computed on CPU threads while the GPU runs the model, and each `generate` call's decode step
 is recorded once as a CUDA graph and replayed (chains/engines/cuda_graph.py).
-On a CPU finished rows leave the batch: `generate` pauses once at most half of its rows are
-still writing and goes on with those alone, their KV cache kept (nothing is computed again), so
-a batch does not run at full width until its longest answer ends; and the beginning the
-prompts of a chunk share (system prompt, instructions, the same few-shot examples) runs through
-the model once, at one row, and is kept for the next call.
+On a CPU greedy chunks are decoded by checking tokens guessed from the prompt and the answer
+so far several at a model call (chains/engines/speculative.py: the answers of token-by-token
+decoding in fewer calls), over attention that reads the grouped KV cache without copying it
+(chains/engines/gqa_attention.py), with the linear layers in bf16 where the CPU has bf16
+instructions (chains/engines/cpu_precision.py); finished rows leave the batch: decoding pauses
+once few of its rows are still writing and goes on with those alone, their KV cache kept
+(nothing is computed again), so a batch does not run at full width until its longest answer
+ends; and the beginning the prompts of a chunk share (system prompt, instructions, the same
+few-shot examples) runs through the model once, at one row, and is kept for the next call.
 Engines are cached per (model, adapter): loaded once per process, shared by every chain on that
 model; nothing a chain sets changes an engine (a chain's options travel with each call).
 """
@@ -35,7 +39,9 @@ from triplesmith.chains.engines.base import (
     token_pieces,
 )
 from triplesmith.chains.engines.cuda_graph import DecodeGraph
+from triplesmith.chains.engines.gqa_attention import use_packed_sdpa
 from triplesmith.chains.engines.grammar import GrammarProcessor, grammar_for
+from triplesmith.chains.engines.speculative import SLOTS_PER_TOKEN
 from triplesmith.chains.repeat_guard import RepeatGuard
 from triplesmith.errors import ChainError
 from triplesmith.memory import trim_heap
@@ -60,6 +66,7 @@ CPU_CACHE_BYTES = 384 * 1024**2
 # it (on 2 CPU cores about in proportion; on the H200 41 ms at 634 rows against 13 ms at one),
 # and a pause costs one more `generate` call (benchmarks/RESULTS.md, "Finished rows leave").
 COMPACT_AT = 0.5
+GUESS_COMPACT_AT = 0.75
 # A chunk's prompts share their beginning (system prompt, instructions, the same few-shot
 # examples): from this many tokens on it runs through the model once, at one row, and every row
 # starts from its keys and values; the last such prefix is kept for the next call.
@@ -193,6 +200,12 @@ class HFEngine(Engine):
     # TRIPLESMITH_CUDA_GRAPHS=0. True off a GPU runs the same wrapper eagerly (what CPU tests
     # exercise). A model whose step cannot be replayed faithfully runs as it is (`unrecordable`).
     cuda_graphs: bool | None = None
+    # Whether greedy chunks decode by checking tokens guessed from the prompt and the answer so
+    # far, several a model call (chains/engines/speculative.py); None: on a CPU unless
+    # TRIPLESMITH_GUESS_TOKENS=0. On a CPU a step of a small model is bound by reading its
+    # weights, so checking a few more tokens in it costs little; on a GPU `generate` with the
+    # decode graph (above) is already within its target and is kept.
+    speculative: bool | None = None
 
     def __init__(self, model: str = "smollm2", adapter: str | None = None) -> None:
         from triplesmith.models import load
@@ -207,13 +220,16 @@ class HFEngine(Engine):
         if adapter is not None:
             self.model = self._attach_adapter(adapter)
             self.adapter_hash = adapter_hash(adapter)
-        # On a CPU, TRIPLESMITH_CPU_PRECISION=bf16 runs the linear layers in bf16 (opt-in: it
-        # changes answers, so it is part of the experiment's key; chains/engines/cpu_precision.py).
+        # On a CPU with bf16 instructions the linear layers run in bf16 (TRIPLESMITH_CPU_PRECISION,
+        # default auto; part of the experiment's key: chains/engines/cpu_precision.py).
         self.cpu_precision: str | None = None
         if not self.on_gpu:
             from triplesmith.chains.engines.cpu_precision import apply_cpu_precision
 
             self.cpu_precision = apply_cpu_precision(self.model)
+            # Attention over several query tokens reads the grouped KV cache without copying
+            # it (chains/engines/gqa_attention.py): calls checking guessed tokens, prompts.
+            use_packed_sdpa(self.model)
         self.tokenizer.padding_side = "left"
         self.cache_bytes_per_token = cache_bytes_per_token(self.model)
         self.context = int(getattr(self.model.config, "max_position_embeddings", 2048))
@@ -221,6 +237,7 @@ class HFEngine(Engine):
         self.widths: list[int] = []  # rows of each `generate` call of the last chunk
         self.prefix_reused = 0  # tokens of the last chunk's prefix taken from an earlier call
         self.graphs: list[DecodeGraph] = []  # the decode graphs of the last chunk's calls
+        self.model_calls: int | None = None  # the last chunk's decode calls, when guessing
         # The last shared prefix: its token ids and each layer's keys and values (one row).
         self._prefix: tuple[list[int], list[tuple[Any, Any]]] | None = None
         eos = self.model.generation_config.eos_token_id
@@ -249,7 +266,9 @@ class HFEngine(Engine):
         self, order: Sequence[int], lengths: Sequence[int], budgets: Sequence[int], width: int
     ) -> list[list[int]]:
         """On a GPU `width` prompts a chunk; on a CPU also no more than `CPU_CACHE_BYTES` of KV
-        cache (rows x (longest prompt + longest budget) tokens)."""
+        cache (rows x (longest prompt + SLOTS_PER_TOKEN x longest budget) tokens: a chunk
+        decoded by checking guessed tokens takes up to that many cache slots an answer token,
+        chains/engines/speculative.py)."""
         if self.on_gpu:
             return super().chunks(order, lengths, budgets, width)
         cap = max(1, CPU_CACHE_BYTES // self.cache_bytes_per_token)
@@ -257,7 +276,7 @@ class HFEngine(Engine):
         chunk: list[int] = []
         longest = budget = 0
         for i in order:
-            wider = max(longest, lengths[i]) + max(budget, budgets[i])
+            wider = max(longest, lengths[i]) + SLOTS_PER_TOKEN * max(budget, budgets[i])
             if chunk and (len(chunk) == width or (len(chunk) + 1) * wider > cap):
                 chunks.append(chunk)
                 chunk, longest, budget = [], 0, 0
@@ -330,7 +349,6 @@ class HFEngine(Engine):
         self, texts: list[str], budgets: list[int], options: GenerationOptions
     ) -> list[Generation]:
         import torch
-        from transformers import GenerationConfig
         from transformers.generation import utils
 
         budget = max(budgets)  # one budget for the chunk: the longest of its rows
@@ -358,18 +376,57 @@ class HFEngine(Engine):
             device=self.model.device,
         )
         prompt_width = prompt_mask.shape[1]
-        processors, guard, chosen = self._processors(len(texts), prompt_width, budget, options)
-        cache = self._cache(prompt_width, budget)
+        guessing = self._speculates(options)
+        cache = self._cache(prompt_width, SLOTS_PER_TOKEN * budget if guessing else budget)
         if shared:
             self._fill_prefix(cache, ids[0][:shared], len(texts), cache_name)
-        eos_ids = set(self.eos_ids)
-        rows = list(range(len(texts)))  # the chunk's row of each row still in the batch
-        answers: list[list[int]] = [[] for _ in texts]
-        logprobs: list[list[float]] = [[] for _ in texts]
-        repeated: set[int] = set()
-        written = 0
         self.widths = []
         self.graphs = []
+        self.model_calls = None
+        if guessing:
+            answers, logprobs, repeated = self._decode_guessing(
+                ids, input_ids[:, shared:], prompt_mask, cache, budget, options, cache_name
+            )
+        else:
+            answers, logprobs, repeated = self._decode(
+                input_ids, prompt_mask, cache, budget, options, cache_name
+            )
+        del cache
+        if not self.on_gpu:
+            trim_heap()  # the chunk's KV cache goes back to the OS, not into glibc's free lists
+        tokens_in = prompt_mask.sum(dim=1).tolist()
+        elapsed = time.perf_counter() - started
+        return [
+            self._generation(
+                answers[row], logprobs[row], row in repeated, tokens_in[row], elapsed / len(texts)
+            )
+            for row in range(len(texts))
+        ]
+
+    def _decode(
+        self,
+        input_ids: Any,
+        prompt_mask: Any,
+        cache: Any,
+        budget: int,
+        options: GenerationOptions,
+        cache_name: str,
+    ) -> tuple[list[list[int]], list[list[float]], set[int]]:
+        """Each row's answer tokens, their log-probs and the rows the loop rules cut, by
+        `generate` (pausing to let finished rows leave, on a CPU)."""
+        import torch
+        from transformers import GenerationConfig
+
+        tok = self.tokenizer
+        prompt_width = prompt_mask.shape[1]
+        rows_in = input_ids.shape[0]
+        processors, guard, chosen = self._processors(rows_in, prompt_width, budget, options)
+        eos_ids = set(self.eos_ids)
+        rows = list(range(rows_in))  # the chunk's row of each row still in the batch
+        answers: list[list[int]] = [[] for _ in rows]
+        logprobs: list[list[float]] = [[] for _ in rows]
+        repeated: set[int] = set()
+        written = 0
         compact = self.compact if self.compact is not None else not self.on_gpu
         with self._random(options):
             while rows:
@@ -424,37 +481,114 @@ class HFEngine(Engine):
                     processor.select(keep)
                 input_ids = sequences[kept]
                 rows = [rows[i] for i in keep]
-        del cache
-        if not self.on_gpu:
-            trim_heap()  # the chunk's KV cache goes back to the OS, not into glibc's free lists
-        tokens_in = prompt_mask.sum(dim=1).tolist()
-        elapsed = time.perf_counter() - started
-        generations = []
-        for row in range(len(texts)):
-            ids, scores = [], []
-            finish: FinishReason = "length"
-            for token, score in zip(answers[row], logprobs[row], strict=True):
-                if token in eos_ids:
-                    finish = "stop"
-                    break
-                ids.append(token)
-                scores.append(score)
-            if row in repeated:
-                finish = "repeat"
-            pieces = self._pieces(ids)
-            generations.append(
-                Generation(
-                    text="".join(pieces),
-                    token_ids=ids,
-                    pieces=pieces,
-                    logprobs=scores,
-                    tokens_in=tokens_in[row],
-                    tokens_out=len(ids),
-                    latency_s=elapsed / len(texts),
-                    finish_reason=finish,
-                )
+        return answers, logprobs, repeated
+
+    def _speculates(self, options: GenerationOptions) -> bool:
+        """Whether a chunk decodes by checking guessed tokens (see `speculative`): greedy, with
+        no penalty of transformers' own, on a CPU unless TRIPLESMITH_GUESS_TOKENS=0."""
+        plain = (
+            options.temperature is None
+            and options.repetition_penalty in (None, 1.0)
+            and not options.no_repeat_ngram_size
+        )
+        wanted = self.speculative
+        if wanted is None:
+            switch = env_choice(
+                "TRIPLESMITH_GUESS_TOKENS",
+                ("1", "0"),
+                "1",
+                "1 checks tokens guessed from the prompt several at a time on a CPU, the "
+                "default; 0 decodes one token a step",
             )
-        return generations
+            wanted = not self.on_gpu and switch == "1"
+        return wanted and plain
+
+    def _decode_guessing(
+        self,
+        ids: list[list[int]],
+        own_ids: Any,
+        prompt_mask: Any,
+        cache: Any,
+        budget: int,
+        options: GenerationOptions,
+        cache_name: str,
+    ) -> tuple[list[list[int]], list[list[float]], set[int]]:
+        """`_decode`'s result by prompt lookup decoding (chains/engines/speculative.py): the
+        prompts' own tokens (`own_ids`, after the shared prefix already in `cache`) run once,
+        then each call checks each row's guessed tokens."""
+        import torch
+
+        from triplesmith.chains.engines.speculative import RowState, SpeculativeDecoder
+
+        rows, guards = [], []
+        for prompt in ids:
+            processors, guard, _ = self._processors(1, 0, budget, options)
+            guards.append(guard)
+            # The last processor records log-probs for `generate`; the decoder does that itself.
+            rows.append(RowState(prompt=prompt, processors=processors[:-1], position=len(prompt)))
+
+        def forward(**inputs: Any) -> Any:
+            return self.model(**inputs, **{cache_name: cache}, use_cache=True).logits
+
+        shared = prompt_mask.shape[1] - own_ids.shape[1]
+        positions = (prompt_mask.cumsum(dim=1) - 1).clamp(min=0)
+        decoder = SpeculativeDecoder(
+            forward,
+            cache,
+            prompt_mask,
+            rows,
+            set(self.eos_ids),
+            budget,
+            lambda: self.cancelled,
+            compact_at=GUESS_COMPACT_AT if self.compact is not False else 0.0,
+        )
+        with torch.inference_mode():
+            first = self.model(
+                input_ids=own_ids,
+                attention_mask=prompt_mask,
+                position_ids=positions[:, shared:],
+                cache_position=torch.arange(shared, prompt_mask.shape[1]),
+                logits_to_keep=1,
+                **{cache_name: cache},
+                use_cache=True,
+            ).logits[:, -1]
+            decoder.run(first)
+        self.widths = decoder.widths
+        self.model_calls = decoder.calls
+        repeated = {i for i, guard in enumerate(guards) if guard is not None and 0 in guard.cut}
+        return [r.answer for r in rows], [r.logprobs for r in rows], repeated
+
+    def _generation(
+        self,
+        answer: list[int],
+        logprobs: list[float],
+        repeated: bool,
+        tokens_in: int,
+        elapsed: float,
+    ) -> Generation:
+        """One row's answer up to end-of-sequence, with its text, pieces and finish reason."""
+        eos_ids = set(self.eos_ids)
+        ids, scores = [], []
+        finish: FinishReason = "length"
+        for token, score in zip(answer, logprobs, strict=True):
+            if token in eos_ids:
+                finish = "stop"
+                break
+            ids.append(token)
+            scores.append(score)
+        if repeated:
+            finish = "repeat"
+        pieces = self._pieces(ids)
+        return Generation(
+            text="".join(pieces),
+            token_ids=ids,
+            pieces=pieces,
+            logprobs=scores,
+            tokens_in=tokens_in,
+            tokens_out=len(ids),
+            latency_s=elapsed,
+            finish_reason=finish,
+        )
 
     def _decoding(self, options: GenerationOptions) -> dict[str, Any]:
         """`generate`'s decoding settings: greedy, or plain sampling at the chain's temperature

@@ -1,0 +1,211 @@
+"""Greedy decoding that checks several guessed tokens per model call (prompt lookup decoding).
+
+A triple copies its words from the sentence, and an answer repeats its own subjects and JSON
+between items, so the next tokens of an answer can often be guessed by finding its last few
+tokens earlier in the prompt or the answer and taking what followed them there (prompt lookup
+decoding, Saxena 2023). One model call over a row's last token and its guesses gives the
+model's choice after each of them; the guesses are kept up to the first that differs from
+what the model chooses, and the model's choice there is kept too. Greedy, the answer is the
+one token-by-token decoding writes (up to the rounding of a wider call); a call costs more
+only where the guesses add work: on a CPU, where a step of a small model is bound by reading
+its weights, a call over 8 tokens of one row costs ~1.3x a call over one (benchmarks/RESULTS.md,
+"Guessed tokens checked in one call"), so rows x tokens per call is kept under a budget, and
+a full-width batch decodes one token a row as before.
+
+transformers has prompt lookup decoding for one row, but it passes the logits processors the
+guesses before they are checked; the engine's processors (the grammar's matchers, the loop
+rules) follow each row's tokens and cannot take one back. Here every processor sees exactly
+the steps token-by-token decoding would show it: each row's processors are called, one token
+at a time, only along the tokens that are kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+# At most this many rows x tokens in one call of the model, and at most this many guesses a row.
+TOKENS_PER_CALL = 64
+MAX_GUESSES = 7
+# The longest and shortest run of last tokens looked up in the prompt and answer.
+LOOKUP_MAX, LOOKUP_MIN = 3, 1
+# Every call takes as many KV-cache slots a row as its widest row's guesses (the slots of guesses
+# not kept are masked, not reused), so the cache is bounded: at most this many slots a row per
+# token of the budget; near that bound calls guess less, down to one token a row.
+SLOTS_PER_TOKEN = 2
+
+
+def lookup_guess(context: Sequence[int], count: int) -> list[int]:
+    """Up to `count` tokens that followed the latest earlier occurrence of the last few tokens
+    of `context` (the longest run found, from LOOKUP_MAX down to LOOKUP_MIN tokens)."""
+    if count <= 0:
+        return []
+    size = len(context)
+    for n in range(min(LOOKUP_MAX, size - 1), LOOKUP_MIN - 1, -1):
+        tail = list(context[size - n :])
+        for start in range(size - n - 1, -1, -1):
+            if list(context[start : start + n]) == tail:
+                return list(context[start + n : start + n + count])
+    return []
+
+
+def guesses_per_row(rows: int) -> int:
+    """Guesses a row for a call over `rows` rows (0 once rows alone fill the budget)."""
+    return max(0, min(MAX_GUESSES, TOKENS_PER_CALL // max(rows, 1) - 1))
+
+
+@dataclass
+class RowState:
+    """One row being decoded: its prompt (without padding), its answer so far, the log-prob of
+    each answer token, its own logits processors, and where its next token goes."""
+
+    prompt: list[int]
+    processors: list[Any]
+    position: int  # the position (rotary) of the row's next token
+    ahead: int = 4  # guesses to try at the next call: +2 after all were kept, -1 otherwise
+    answer: list[int] = field(default_factory=list)
+    logprobs: list[float] = field(default_factory=list)
+    done: bool = False
+
+
+class SpeculativeDecoder:
+    """Decodes rows of a chunk whose prompts are already in `cache`, from the logits of their
+    last prompt token. `forward(input_ids, attention_mask, position_ids, cache_position)`
+    runs the model on the cache and returns logits for every input position."""
+
+    def __init__(
+        self,
+        forward: Callable[..., Any],
+        cache: Any,
+        mask: Any,
+        rows: list[RowState],
+        eos_ids: set[int],
+        budget: int,
+        cancelled: Callable[[], bool],
+        compact_at: float = 0.5,
+    ) -> None:
+        self.forward = forward
+        self.cache = cache
+        self.mask = mask  # [rows, cache slots]: 1 where a slot holds one of the row's tokens
+        self.rows = rows
+        self.eos_ids = eos_ids
+        self.budget = budget
+        self.cancelled = cancelled
+        self.compact_at = compact_at
+        self.slots = mask.shape[1] + SLOTS_PER_TOKEN * budget  # the cache's bound, a row
+        self.calls = 0  # model calls after the prompt
+        self.widths: list[int] = []  # rows of each stretch between two compactions
+
+    def run(self, first_logits: Any) -> None:
+        """Decode every row to its end (end-of-sequence or the budget)."""
+        import torch
+
+        live = list(range(len(self.rows)))  # the batch's rows, as indices into self.rows
+        self.widths.append(len(live))
+        nexts = {i: self._choose(self.rows[i], first_logits[k]) for k, i in enumerate(live)}
+        while True:
+            for i in live:  # a row whose next token ends it needs no call for that token
+                row = self.rows[i]
+                if not row.done and (
+                    nexts[i] in self.eos_ids or len(row.answer) + 1 >= self.budget
+                ):
+                    row.answer.append(nexts[i])
+                    row.done = True
+            writing = [k for k, i in enumerate(live) if not self.rows[i].done]
+            if not writing:
+                return
+            if self.cancelled():
+                from triplesmith.chains.engines.base import CANCELLED
+                from triplesmith.errors import ChainError
+
+                raise ChainError(CANCELLED)
+            if len(writing) <= len(live) * self.compact_at:
+                kept = torch.tensor(writing, device=self.mask.device)
+                self.cache.reorder_cache(kept)
+                self.mask = self.mask[kept]
+                live = [live[k] for k in writing]
+                self.widths.append(len(live))
+            # Leave room for the longest remaining answer at one token a call.
+            remaining = max(
+                self.budget - len(self.rows[i].answer) for i in live if not self.rows[i].done
+            )
+            room = self.slots - self.mask.shape[1] - remaining
+            count = max(0, min(guesses_per_row(len(live)), room))
+            guesses: dict[int, list[int]] = {}
+            for i in live:
+                row = self.rows[i]
+                if not row.done:
+                    context = [*row.prompt, *row.answer, nexts[i]]
+                    left = self.budget - len(row.answer) - 1  # the next token comes first
+                    guesses[i] = lookup_guess(context, min(count, left, row.ahead))
+            width = 1 + max((len(g) for g in guesses.values()), default=0)
+            tokens, keep = [], []
+            for i in live:
+                row = self.rows[i]
+                own = [nexts[i], *guesses.get(i, [])] if not row.done else []
+                keep.append([1] * len(own) + [0] * (width - len(own)))
+                tokens.append(own + [own[-1] if own else 0] * (width - len(own)))
+            start = self.mask.shape[1]
+            step_mask = torch.tensor(keep, dtype=self.mask.dtype, device=self.mask.device)
+            self.mask = torch.cat([self.mask, step_mask], dim=1)
+            positions = torch.tensor(
+                [[self.rows[i].position + j for j in range(width)] for i in live],
+                device=self.mask.device,
+            )
+            logits = self.forward(
+                input_ids=torch.tensor(tokens, device=self.mask.device),
+                attention_mask=self.mask,
+                position_ids=positions,
+                cache_position=torch.arange(start, start + width, device=self.mask.device),
+            )
+            self.calls += 1
+            for k, i in enumerate(live):
+                row = self.rows[i]
+                if row.done:
+                    continue
+                checked = self._check(row, nexts[i], guesses[i], logits[k])
+                if checked is None:
+                    continue
+                nexts[i], used = checked
+                kept_all = used == 1 + len(guesses[i])
+                if guesses[i]:
+                    row.ahead = (
+                        min(MAX_GUESSES, row.ahead + 2) if kept_all else max(1, row.ahead - 1)
+                    )
+                self.mask[k, start + used :] = 0  # the guesses not kept, and the padding
+
+    def _check(self, row: RowState, token: int, guesses: list[int], logits: Any) -> Any:
+        """Write `token` (chosen at the last call), then each guess the model agrees with;
+        return the row's next token and how many of this call's positions hold kept tokens,
+        or None once the row has ended."""
+        row.position += 1
+        used = 1
+        for j in range(len(guesses) + 1):
+            choice = self._choose(row, logits[j], written=token if j == 0 else guesses[j - 1])
+            if row.done:
+                return None
+            if j < len(guesses) and choice == guesses[j]:
+                row.position += 1
+                used += 1
+                continue
+            return choice, used
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _choose(self, row: RowState, logits: Any, written: int | None = None) -> int:
+        """Append `written` to the row's answer (it ends the row at end-of-sequence or the
+        budget), then run the row's processors over `logits` and take the argmax."""
+        import torch
+
+        if written is not None:
+            row.answer.append(written)
+            if written in self.eos_ids or len(row.answer) >= self.budget:
+                row.done = True
+                return written
+        scores = logits.float().unsqueeze(0)
+        ids = torch.tensor([row.answer], dtype=torch.long)
+        for processor in row.processors:
+            scores = processor(ids, scores)
+        best = scores.max(dim=-1)
+        row.logprobs.append(float(best.values[0] - torch.logsumexp(scores[0], dim=-1)))
+        return int(best.indices[0])
