@@ -3,6 +3,7 @@
 Usage: python benchmarks/bench_engines.py [--carb-dir ../shared/datasets/carb] [--n 8]
        [--max-new-tokens 96] [--prompts zero-shot,few-shot[,fine-tuned]] [--adapter DIR]
        [--engines generate,hf,hf-free,hf-dynamic,onnx,onnx-free] [--profile] [--json OUT.json]
+       [--repeat N]
 
 Each engine runs in a process of its own (so peak RSS is that engine's alone):
 - `generate`: plain transformers `model.generate`, one left-padded batch (the baseline);
@@ -40,6 +41,7 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -328,6 +330,13 @@ def main() -> None:
     parser.add_argument("--engines", default="generate,hf,hf-free")
     parser.add_argument("--profile", action="store_true", help="then profile hf (see above)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
+    parser.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        help="run every engine's worker this many times, in turns (generate, hf, generate, hf"
+        "...), and report the medians: a shared machine's speed drifts between runs",
+    )
     parser.add_argument("--worker", choices=(*ENGINES, "profile"), help=argparse.SUPPRESS)
     parser.add_argument("--prompt-kind", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -355,7 +364,8 @@ def main() -> None:
             return None
         return json.loads(done.stdout.strip().splitlines()[-1])
 
-    print(f"{args.n} CaRB test sentences, greedy, at most {args.max_new_tokens} new tokens")
+    print(f"{args.n} CaRB test sentences, greedy, at most {args.max_new_tokens} new tokens", end="")
+    print(f"; medians of {args.repeat} runs in turns" if args.repeat > 1 else "")
     print(
         "| prompts | engine | one sentence | batch | sent/s | out tok/s | peak RSS | "
         "same triples as generate | ended by itself |"
@@ -364,10 +374,19 @@ def main() -> None:
     rows: list[dict[str, Any]] = []
     for kind in kinds:
         baseline: list[str] | None = None
+        runs: dict[str, list[dict[str, Any]]] = {engine: [] for engine in engines}
+        for _ in range(max(1, args.repeat)):
+            for engine in engines:
+                done = run_worker(engine, kind)
+                if done is not None:
+                    runs[engine].append(done)
         for engine in engines:
-            result = run_worker(engine, kind)
-            if result is None:
+            if not runs[engine]:
                 continue
+            result = runs[engine][0]
+            result["one_s"] = statistics.median(run["one_s"] for run in runs[engine])
+            result["batch_s"] = statistics.median(run["batch_s"] for run in runs[engine])
+            result["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs[engine])
             if engine == "generate":
                 baseline = result["answers"]
             same = None
@@ -380,6 +399,8 @@ def main() -> None:
                 "engine": engine,
                 "one_s": result["one_s"],
                 "batch_s": result["batch_s"],
+                "batch_runs_s": [run["batch_s"] for run in runs[engine]],
+                "one_runs_s": [run["one_s"] for run in runs[engine]],
                 "sent_per_s": args.n / result["batch_s"],
                 "tok_per_s": result["tokens"] / result["batch_s"],
                 "peak_rss_mb": result["peak_rss_mb"],
