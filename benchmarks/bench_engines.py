@@ -383,7 +383,7 @@ def main() -> None:
         for engine in engines:
             if not runs[engine]:
                 continue
-            result = runs[engine][0]
+            result = dict(runs[engine][0])  # the first run's answers, the runs' medians
             result["one_s"] = statistics.median(run["one_s"] for run in runs[engine])
             result["batch_s"] = statistics.median(run["batch_s"] for run in runs[engine])
             result["peak_rss_mb"] = max(run["peak_rss_mb"] for run in runs[engine])
