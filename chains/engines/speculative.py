@@ -8,9 +8,10 @@ model's choice after each of them; the guesses are kept up to the first that dif
 what the model chooses, and the model's choice there is kept too. Greedy, the answer is the
 one token-by-token decoding writes (up to the rounding of a wider call); a call costs more
 only where the guesses add work: on a CPU, where a step of a small model is bound by reading
-its weights, a call over 8 tokens of one row costs ~1.3x a call over one (benchmarks/RESULTS.md,
-"Guessed tokens checked in one call"), so rows x tokens per call is kept under a budget, and
-a full-width batch decodes one token a row as before.
+its weights, a call over 8 tokens of one row costs ~1.3x a call over one, and 20 rows x 3 tokens
+~1.7x 20 rows x 1 (benchmarks/RESULTS.md, "guessed tokens checked in one call"), so rows x
+tokens per call is kept under a budget (TOKENS_PER_CALL) and each row guesses as far as its
+last guesses were kept.
 
 transformers has prompt lookup decoding for one row, but it passes the logits processors the
 guesses before they are checked; the engine's processors (the grammar's matchers, the loop
@@ -99,8 +100,6 @@ class SpeculativeDecoder:
 
     def run(self, first_logits: Any) -> None:
         """Decode every row to its end (end-of-sequence or the budget)."""
-        import torch
-
         live = list(range(len(self.rows)))  # the batch's rows, as indices into self.rows
         self.widths.append(len(live))
         nexts = {i: self._choose(self.rows[i], first_logits[k]) for k, i in enumerate(live)}
@@ -121,45 +120,9 @@ class SpeculativeDecoder:
 
                 raise ChainError(CANCELLED)
             if len(writing) <= len(live) * self.compact_at:
-                kept = torch.tensor(writing, device=self.mask.device)
-                self.cache.reorder_cache(kept)
-                self.mask = self.mask[kept]
-                live = [live[k] for k in writing]
-                self.widths.append(len(live))
-            # Leave room for the longest remaining answer at one token a call.
-            remaining = max(
-                self.budget - len(self.rows[i].answer) for i in live if not self.rows[i].done
-            )
-            room = self.slots - self.mask.shape[1] - remaining
-            count = max(0, min(guesses_per_row(len(live)), room))
-            guesses: dict[int, list[int]] = {}
-            for i in live:
-                row = self.rows[i]
-                if not row.done:
-                    context = [*row.prompt, *row.answer, nexts[i]]
-                    left = self.budget - len(row.answer) - 1  # the next token comes first
-                    guesses[i] = lookup_guess(context, min(count, left, row.ahead))
-            width = 1 + max((len(g) for g in guesses.values()), default=0)
-            tokens, keep = [], []
-            for i in live:
-                row = self.rows[i]
-                own = [nexts[i], *guesses.get(i, [])] if not row.done else []
-                keep.append([1] * len(own) + [0] * (width - len(own)))
-                tokens.append(own + [own[-1] if own else 0] * (width - len(own)))
-            start = self.mask.shape[1]
-            step_mask = torch.tensor(keep, dtype=self.mask.dtype, device=self.mask.device)
-            self.mask = torch.cat([self.mask, step_mask], dim=1)
-            positions = torch.tensor(
-                [[self.rows[i].position + j for j in range(width)] for i in live],
-                device=self.mask.device,
-            )
-            logits = self.forward(
-                input_ids=torch.tensor(tokens, device=self.mask.device),
-                attention_mask=self.mask,
-                position_ids=positions,
-                cache_position=torch.arange(start, start + width, device=self.mask.device),
-            )
-            self.calls += 1
+                live = self._compact(live, writing)
+            guesses = self._guesses(live, nexts)
+            start, logits = self._call(live, nexts, guesses)
             for k, i in enumerate(live):
                 row = self.rows[i]
                 if row.done:
@@ -168,12 +131,68 @@ class SpeculativeDecoder:
                 if checked is None:
                     continue
                 nexts[i], used = checked
-                kept_all = used == 1 + len(guesses[i])
                 if guesses[i]:
+                    kept_all = used == 1 + len(guesses[i])
                     row.ahead = (
                         min(MAX_GUESSES, row.ahead + 2) if kept_all else max(1, row.ahead - 1)
                     )
                 self.mask[k, start + used :] = 0  # the guesses not kept, and the padding
+
+    def _compact(self, live: list[int], writing: list[int]) -> list[int]:
+        """Drop the finished rows from the batch (their KV cache and mask rows)."""
+        import torch
+
+        kept = torch.tensor(writing, device=self.mask.device)
+        self.cache.reorder_cache(kept)
+        self.mask = self.mask[kept]
+        live = [live[k] for k in writing]
+        self.widths.append(len(live))
+        return live
+
+    def _guesses(self, live: list[int], nexts: dict[int, int]) -> dict[int, list[int]]:
+        """Each writing row's guesses after its next token, within the call's budget of rows x
+        tokens, the row's own `ahead`, its budget, and the cache's bound: room is left for the
+        longest remaining answer at one token a call."""
+        remaining = max(
+            self.budget - len(self.rows[i].answer) for i in live if not self.rows[i].done
+        )
+        room = self.slots - self.mask.shape[1] - remaining
+        count = max(0, min(guesses_per_row(len(live)), room))
+        guesses = {}
+        for i in live:
+            row = self.rows[i]
+            if not row.done:
+                context = [*row.prompt, *row.answer, nexts[i]]
+                left = self.budget - len(row.answer) - 1  # the next token comes first
+                guesses[i] = lookup_guess(context, min(count, left, row.ahead))
+        return guesses
+
+    def _call(
+        self, live: list[int], nexts: dict[int, int], guesses: dict[int, list[int]]
+    ) -> tuple[int, Any]:
+        """One model call over each row's next token and guesses (finished rows and short
+        guesses padded, masked); returns the first cache slot it wrote and its logits."""
+        import torch
+
+        width = 1 + max((len(g) for g in guesses.values()), default=0)
+        tokens, keep = [], []
+        for i in live:
+            own = [nexts[i], *guesses[i]] if i in guesses else []
+            keep.append([1] * len(own) + [0] * (width - len(own)))
+            tokens.append(own + [own[-1] if own else 0] * (width - len(own)))
+        device = self.mask.device
+        start = self.mask.shape[1]
+        step_mask = torch.tensor(keep, dtype=self.mask.dtype, device=device)
+        self.mask = torch.cat([self.mask, step_mask], dim=1)
+        positions = [[self.rows[i].position + j for j in range(width)] for i in live]
+        logits = self.forward(
+            input_ids=torch.tensor(tokens, device=device),
+            attention_mask=self.mask,
+            position_ids=torch.tensor(positions, device=device),
+            cache_position=torch.arange(start, start + width, device=device),
+        )
+        self.calls += 1
+        return start, logits
 
     def _check(self, row: RowState, token: int, guesses: list[int], logits: Any) -> Any:
         """Write `token` (chosen at the last call), then each guess the model agrees with;
