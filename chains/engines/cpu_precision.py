@@ -97,5 +97,11 @@ def apply_cpu_precision(model: torch.nn.Module) -> str | None:
             "AMX), where it is faster than fp32; this one has none: unset it (auto picks fp32 here)"
         )
     to_bf16_linears(model)
+    # The loaded weights can be views of one buffer (the checkpoint as read): the fp32 tensors
+    # left (embeddings, norms) get storage of their own, so that the buffer is freed once the
+    # linear layers' fp32 weights are gone (on SmolLM2 0.4 GB less resident per engine).
+    for tensor in [*model.parameters(), *model.buffers()]:
+        if tensor.dtype != torch.bfloat16:
+            tensor.data = tensor.data.clone()
     trim_heap()  # the fp32 weights go back to the OS
     return "bf16"
