@@ -66,6 +66,8 @@ CPU_CACHE_BYTES = 384 * 1024**2
 # it (on 2 CPU cores about in proportion; on the H200 41 ms at 634 rows against 13 ms at one),
 # and a pause costs one more `generate` call (benchmarks/RESULTS.md, "Finished rows leave").
 COMPACT_AT = 0.5
+# The guessing decoder (chains/engines/speculative.py) drops finished rows sooner: it needs no
+# new `generate` call to do so, only the cache's rows copied, and its calls are wider.
 GUESS_COMPACT_AT = 0.75
 # A chunk's prompts share their beginning (system prompt, instructions, the same few-shot
 # examples): from this many tokens on it runs through the model once, at one row, and every row
