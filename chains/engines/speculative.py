@@ -44,12 +44,15 @@ def lookup_guess(context: Sequence[int], count: int) -> list[int]:
     of `context` (the longest run found, from LOOKUP_MAX down to LOOKUP_MIN tokens)."""
     if count <= 0:
         return []
+    context = list(context)
     size = len(context)
+    last = context[-1] if context else None
     for n in range(min(LOOKUP_MAX, size - 1), LOOKUP_MIN - 1, -1):
-        tail = list(context[size - n :])
+        tail = context[size - n :]
         for start in range(size - n - 1, -1, -1):
-            if list(context[start : start + n]) == tail:
-                return list(context[start + n : start + n + count])
+            # the last token first: a slice only where a run can match (a call scans every row)
+            if context[start + n - 1] == last and context[start : start + n] == tail:
+                return context[start + n : start + n + count]
     return []
 
 
