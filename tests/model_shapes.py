@@ -1,5 +1,5 @@
 """Model shapes the training planner's tests share (the figures of the issues' measurements), and
-the small random Llama the engine tests share."""
+the small random Llama the engine tests share, with its greedy `generate`."""
 
 import torch
 from transformers import LlamaConfig, LlamaForCausalLM
@@ -32,3 +32,19 @@ def tiny_llama(**overrides: object) -> LlamaForCausalLM:
     """TINY_LLAMA (with `overrides`), seeded weights, in eval mode."""
     torch.manual_seed(0)
     return LlamaForCausalLM(LlamaConfig(**{**TINY_LLAMA, **overrides})).eval()
+
+
+def greedy(model: LlamaForCausalLM, prompts: torch.Tensor, new: int, **kwargs: object):  # noqa: ANN201
+    """`model.generate` over left-padded `prompts` (token 0 is padding): greedy, exactly `new`
+    tokens a row, uncompiled; `kwargs` go to `generate` (a cache, what to return...)."""
+    with torch.inference_mode():
+        return model.generate(
+            input_ids=prompts,
+            attention_mask=(prompts != 0).long(),
+            max_new_tokens=new,
+            min_new_tokens=new,
+            do_sample=False,
+            disable_compile=True,
+            pad_token_id=0,
+            **kwargs,
+        )

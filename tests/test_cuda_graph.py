@@ -5,7 +5,7 @@ import inspect
 
 import pytest
 import torch
-from model_shapes import tiny_llama
+from model_shapes import greedy, tiny_llama
 from transformers import DynamicCache, LlamaConfig, LlamaForCausalLM, StaticCache
 
 from triplesmith.chains.engines.cuda_graph import DecodeGraph, unrecordable
@@ -18,19 +18,7 @@ def model() -> LlamaForCausalLM:
 
 def generate(model: LlamaForCausalLM, cache, **kwargs) -> torch.Tensor:  # noqa: ANN001
     prompts = torch.tensor([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7]])
-    mask = (prompts != 0).long()
-    with torch.inference_mode():
-        return model.generate(
-            input_ids=prompts,
-            attention_mask=mask,
-            cache=cache,
-            max_new_tokens=12,
-            min_new_tokens=12,
-            do_sample=False,
-            disable_compile=True,
-            pad_token_id=0,
-            **kwargs,
-        )
+    return greedy(model, prompts, 12, cache=cache, **kwargs)
 
 
 def test_decode_steps_go_through_the_wrapper_with_the_same_tokens(model) -> None:  # noqa: ANN001

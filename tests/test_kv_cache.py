@@ -4,7 +4,7 @@ dropped between `generate` calls."""
 
 import pytest
 import torch
-from model_shapes import tiny_llama
+from model_shapes import greedy, tiny_llama
 from transformers import DynamicCache, LlamaForCausalLM
 
 from triplesmith.chains.engines.kv_cache import PreallocatedLayer, preallocated_cache
@@ -19,19 +19,9 @@ PROMPTS = torch.tensor([[0, 0, 5, 6, 7], [3, 4, 5, 6, 7], [0, 9, 8, 7, 6]])
 
 
 def generate(model: LlamaForCausalLM, cache, prompts=PROMPTS, new=10):  # noqa: ANN001, ANN201
-    with torch.inference_mode():
-        return model.generate(
-            input_ids=prompts,
-            attention_mask=(prompts != 0).long(),
-            cache=cache,
-            max_new_tokens=new,
-            min_new_tokens=new,
-            do_sample=False,
-            disable_compile=True,
-            pad_token_id=0,
-            output_logits=True,
-            return_dict_in_generate=True,
-        )
+    return greedy(
+        model, prompts, new, cache=cache, output_logits=True, return_dict_in_generate=True
+    )
 
 
 @pytest.mark.parametrize("capacity", [15, 4])  # room for all, and too little: it grows

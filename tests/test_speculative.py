@@ -7,7 +7,7 @@ import re
 
 import pytest
 import torch
-from model_shapes import tiny_llama
+from model_shapes import greedy, tiny_llama
 from transformers import LlamaForCausalLM
 from transformers.integrations.sdpa_attention import sdpa_attention_forward
 
@@ -66,20 +66,15 @@ def reference(model: LlamaForCausalLM, new: int, banned: int) -> tuple[list, lis
         scores[:, banned] = float("-inf")
         return scores
 
-    with torch.inference_mode():
-        out = model.generate(
-            input_ids=PROMPTS,
-            attention_mask=(PROMPTS != 0).long(),
-            max_new_tokens=new,
-            min_new_tokens=new,
-            do_sample=False,
-            disable_compile=True,
-            pad_token_id=0,
-            eos_token_id=None,
-            logits_processor=LogitsProcessorList([ban]),
-            output_scores=True,
-            return_dict_in_generate=True,
-        )
+    out = greedy(
+        model,
+        PROMPTS,
+        new,
+        eos_token_id=None,
+        logits_processor=LogitsProcessorList([ban]),
+        output_scores=True,
+        return_dict_in_generate=True,
+    )
     tokens = out.sequences[:, PROMPTS.shape[1] :]
     logprobs = torch.stack([torch.log_softmax(s.float(), -1) for s in out.scores], dim=1)
     chosen = logprobs.gather(2, tokens.unsqueeze(-1)).squeeze(-1)
