@@ -181,3 +181,25 @@ def test_near_the_end_of_the_budget_no_new_item_starts(tokenizer) -> None:  # no
     value = assert_triple_list(text)
     assert 2 <= len(value) < 40 and script.startswith(text[:-1])
     assert len(tokenizer.encode(text, add_special_tokens=False)) <= 120
+
+
+def test_the_tokens_the_grammar_forces_are_given_without_moving_its_state(tokenizer) -> None:  # noqa: ANN001
+    """`forced_after`: after `{"` the grammar forces `s":`, after a field's closing `",` the
+    next key; never inside a field; each token still goes to the matcher as decoding writes it,
+    and the matcher's masks are those of a matcher never asked."""
+    grammar = grammar_for(tokenizer, len(tokenizer))
+    processor = GrammarProcessor(grammar, 1, 0)
+    witness = grammar.matcher()
+    ids = tokenizer.encode(CANONICAL, add_special_tokens=False)
+    forced = []
+    for token in ids:
+        forced.append(
+            (tokenizer.decode([token]), tokenizer.decode(processor.forced_after(0, token)))
+        )
+        assert processor.matchers[0].compute_bitmask() == witness.compute_bitmask()
+        assert processor.matchers[0].consume_token(token) and witness.consume_token(token)
+    assert forced[:3] == [("[", ""), ('{"', 's":'), ("s", '":')]
+    assert ('",', ' "relation":') in forced and ('",', ' "object":') in forced
+    assert ("Paris", "") in forced and ("]", "") in forced
+    processor.live[0] = False  # a row released from its grammar is guessed nothing
+    assert processor.forced_after(0, ids[0]) == []

@@ -7,7 +7,11 @@ import torch
 from model_shapes import greedy, tiny_llama
 from transformers import DynamicCache, LlamaForCausalLM
 
-from triplesmith.chains.engines.kv_cache import PreallocatedLayer, preallocated_cache
+from triplesmith.chains.engines.kv_cache import (
+    PreallocatedLayer,
+    gather_slots,
+    preallocated_cache,
+)
 
 
 @pytest.fixture(scope="module")
@@ -47,3 +51,23 @@ def test_rows_dropped_between_calls_go_on_as_in_the_dynamic_cache(model) -> None
         cache.reorder_cache(keep)
         results.append(generate(model, cache, prompts=first[keep], new=6).sequences)
     assert torch.equal(results[0], results[1])
+
+
+def test_gathered_slots_hold_the_chosen_rows_keys_and_values_in_order(model) -> None:  # noqa: ANN001
+    """`gather_slots`: the rows kept, each with only its chosen slots, moved to the front; the
+    capacity stays, so the next tokens are written after them."""
+    cache = preallocated_cache(model.config, 12)
+    generate(model, cache, new=3)  # 5 prompt tokens + 2 new ones in every row
+    before = [(layer.keys.clone(), layer.values.clone()) for layer in cache.layers]
+    rows = torch.tensor([2, 0])
+    slots = torch.tensor([[1, 2, 3, 6], [2, 3, 4, 5]])
+    assert gather_slots(cache, rows, slots)
+    for layer, (keys, values) in zip(cache.layers, before, strict=True):
+        assert layer.capacity == 12 and cache.get_seq_length() == 4
+        for new_row, (old_row, picked) in enumerate(zip(rows, slots, strict=True)):
+            assert torch.equal(layer.keys[new_row], keys[old_row][:, picked])
+            assert torch.equal(layer.values[new_row], values[old_row][:, picked])
+    # transformers' own dynamic cache cannot be gathered: left as it was
+    plain = DynamicCache(config=model.config)
+    generate(model, plain, new=3)
+    assert not gather_slots(plain, rows, slots) and plain.get_seq_length() == 7

@@ -95,6 +95,10 @@ def decode(model: LlamaForCausalLM, new: int, banned: int, **options: object):  
         RowState(prompt=[t for t in p.tolist() if t], processors=[r], position=int(m.sum()))
         for p, m, r in zip(PROMPTS, mask, recorders, strict=True)
     ]
+    forced = options.pop("forced", None)  # (row index, row) -> the row's `forced`
+    if forced is not None:
+        for index, row in enumerate(rows):
+            row.forced = forced(index, row)
     decoder = SpeculativeDecoder(
         forward,
         cache,
@@ -136,6 +140,30 @@ def test_guessed_tokens_give_the_tokens_of_token_by_token_decoding(
     for row, expected in zip(rows, logprobs, strict=True):
         assert row.logprobs == pytest.approx(expected, abs=1e-5)
     assert decoder.calls < new - 1  # guesses were kept (the random model repeats itself)
+    # The cache's slots of guesses not kept were freed: when rows left, or its bound was near.
+    assert decoder.repacks >= 1
+    for row, recorder in zip(rows, recorders, strict=True):
+        assert recorder.seen == [row.answer[:i] for i in range(new)]
+
+
+def test_forced_tokens_are_guessed_first_and_checked_like_any_guess(
+    model: LlamaForCausalLM,
+) -> None:
+    """Tokens a grammar forces (`RowState.forced`) are guessed before the lookup's: right ones
+    save calls, wrong ones (here a token the processor bans) change nothing the rows write."""
+    new, banned = 40, 5
+    tokens, _ = reference(model, new, banned)
+    plain, _, plain_decoder = decode(model, new, banned)
+
+    def right(index: int, row: RowState):  # noqa: ANN202
+        return lambda token: tokens[index][len(row.answer) + 1 : len(row.answer) + 4]
+
+    rows, recorders, decoder = decode(model, new, banned, forced=right)
+    assert [r.answer for r in rows] == tokens and decoder.calls < plain_decoder.calls
+    rows, recorders, decoder = decode(
+        model, new, banned, forced=lambda index, row: lambda token: [banned] * 3
+    )
+    assert [r.answer for r in rows] == tokens == [r.answer for r in plain]
     for row, recorder in zip(rows, recorders, strict=True):
         assert recorder.seen == [row.answer[:i] for i in range(new)]
 

@@ -24,6 +24,7 @@ import logging
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from functools import partial
 from os.path import commonprefix
 from typing import Any
 
@@ -526,8 +527,16 @@ class HFEngine(Engine):
         for prompt in ids:
             processors, guard, _ = self._processors(1, 0, budget, options)
             guards.append(guard)
+            grammar = next((p for p in processors if isinstance(p, GrammarProcessor)), None)
             # The last processor records log-probs for `generate`; the decoder does that itself.
-            rows.append(RowState(prompt=prompt, processors=processors[:-1], position=len(prompt)))
+            rows.append(
+                RowState(
+                    prompt=prompt,
+                    processors=processors[:-1],
+                    position=len(prompt),
+                    forced=None if grammar is None else partial(grammar.forced_after, 0),
+                )
+            )
 
         def forward(**inputs: Any) -> Any:
             return self.model(**inputs, **{cache_name: cache}, use_cache=True).logits

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicLayer
 
@@ -69,6 +70,24 @@ class PreallocatedLayer(DynamicLayer):
             self._values = self._values.index_select(0, beam_idx.to(self.device))
             self._expose()
 
+    def gather(self, rows: Any, slots: Any) -> None:
+        """Keep the rows `rows` and, of row `r` of them, only the slots `slots[r]` in that order
+        (`slots`: [len(rows), n] indices of filled slots); the filled part becomes n long."""
+        if not self.is_initialized:
+            return
+        rows = rows.to(self.device)
+        slots = slots.to(self.device)
+        heads = torch.arange(self._keys.shape[1], device=self.device)
+        pick = (rows[:, None, None], heads[None, :, None], slots[:, None, :])
+        width = slots.shape[1]
+        for name in ("_keys", "_values"):
+            old = getattr(self, name)
+            new = old.new_empty((len(rows), old.shape[1], self.capacity, old.shape[-1]))
+            new[:, :, :width] = old[pick]
+            setattr(self, name, new)
+        self.length = width
+        self._expose()
+
     def batch_select_indices(self, indices: Any) -> None:
         if self.is_initialized:
             self._keys = self._keys[indices, ...]
@@ -92,6 +111,17 @@ class PreallocatedLayer(DynamicLayer):
         super().reset()
         self._keys = self._values = None
         self.length = 0
+
+
+def gather_slots(cache: Any, rows: Any, slots: Any) -> bool:
+    """`PreallocatedLayer.gather` on every layer of `cache`; False (the cache left as it is)
+    when a layer is not a `PreallocatedLayer`."""
+    layers = getattr(cache, "layers", None)
+    if not layers or not all(isinstance(layer, PreallocatedLayer) for layer in layers):
+        return False
+    for layer in layers:
+        layer.gather(rows, slots)
+    return True
 
 
 def preallocated_cache(config: Any, capacity: int) -> DynamicCache:
