@@ -7,6 +7,9 @@ side"). Its static cache writes in place but attends over its whole length (prom
 every step. `PreallocatedCache` does neither: each layer's keys and values are written in place
 into buffers sized for the chunk's prompts and budget, and attention gets a view of the filled
 part. The values in the view are those the dynamic cache would hold, so are the answers.
+`gather_slots` keeps chosen rows and, of each, chosen slots moved to the front: the decoder that
+checks guessed tokens (chains/engines/speculative.py) drops finished rows and the slots of
+guesses it did not keep with it, in one copy of the filled part.
 """
 
 from __future__ import annotations
