@@ -203,3 +203,27 @@ def test_the_tokens_the_grammar_forces_are_given_without_moving_its_state(tokeni
     assert ("Paris", "") in forced and ("]", "") in forced
     processor.live[0] = False  # a row released from its grammar is guessed nothing
     assert processor.forced_after(0, ids[0]) == []
+
+
+@pytest.mark.parametrize("budget", [None, 24])
+def test_scores_on_a_gpu_are_masked_as_on_a_cpu(tokenizer, budget: int | None) -> None:  # noqa: ANN001
+    """The mask is unpacked by numpy for CPU scores and by torch on the GPU: the same scores
+    come out masked the same at every step (with the budget's reserve too)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    grammar = grammar_for(tokenizer, len(tokenizer))
+    scripts = [CANONICAL, '[{"s": "A", "relation": "b", "object": "c"}]']
+    eos = tokenizer.eos_token_id
+    ids = [tokenizer.encode(s, add_special_tokens=False) + [eos] for s in scripts]
+    on_cpu, on_gpu = (GrammarProcessor(grammar, len(ids), 1, budget) for _ in range(2))
+    written = torch.full((len(ids), 1), eos)
+    generator = torch.Generator().manual_seed(0)
+    for step in range(max(map(len, ids))):
+        scores = torch.randn(len(ids), len(tokenizer), generator=generator)
+        cpu = on_cpu(written, scores.clone())
+        gpu = on_gpu(written.cuda(), scores.clone().cuda()).cpu()
+        assert torch.equal(cpu, gpu), step
+        nexts = [row[step] if step < len(row) else eos for row in ids]
+        written = torch.cat([written, torch.tensor(nexts)[:, None]], dim=1)
