@@ -183,6 +183,19 @@ def test_near_the_end_of_the_budget_no_new_item_starts(tokenizer) -> None:  # no
     assert len(tokenizer.encode(text, add_special_tokens=False)) <= 120
 
 
+def test_an_item_begun_before_the_reserve_is_finished_within_the_budget(tokenizer) -> None:  # noqa: ANN001
+    """Items whose fields run long (a sentence copied into each): the one open when the budget
+    nears its end is closed as briefly as the grammar allows, so the answer still ends."""
+    field = "the relay team from Jamaica set a world record at the Olympic Games in London " * 2
+    item = f'{{"s": "{field}", "relation": "{field}", "object": "{field}"}}'
+    script = "[" + ", ".join([item] * 6) + "]"
+    for budget in (100, 140, 200):
+        [text], [ended] = decode(tokenizer, [script], budget=budget, reserve=True)
+        assert ended, budget
+        assert len(assert_triple_list(text)) >= 1
+        assert len(tokenizer.encode(text, add_special_tokens=False)) <= budget
+
+
 def test_the_tokens_the_grammar_forces_are_given_without_moving_its_state(tokenizer) -> None:  # noqa: ANN001
     """`forced_after`: after `{"` the grammar forces `s":`, after a field's closing `",` the
     next key; never inside a field; each token still goes to the matcher as decoding writes it,

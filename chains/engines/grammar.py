@@ -59,6 +59,12 @@ FIELD: /"{_FIRST}{_CHAR}{{0,{MAX_FIELD_CHARS - 1}}}"/
 
 # Tokens at the end of the budget in which no new item starts (see GrammarProcessor).
 RESERVE = 48
+# Tokens at the end of the budget in which an open item is finished as briefly as the grammar
+# allows: wherever one is allowed, a token with a `"` (not escaped: it ends a string), else one
+# with `}` or `]`. An item begun before the reserve whose fields run long (a 20-word sentence
+# copied into each) would otherwise be cut by the budget. Closing the open string, the two keys
+# left, a character each and the brackets take at most about 16 tokens.
+FINISH = 24
 
 _COMPACT = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
 
@@ -95,7 +101,7 @@ class JsonGrammar:
         if error:
             raise ChainError(f"the JSON schema does not compile to a grammar: {error}")
         self.executor = _executor(llg)
-        self.close_id, self.next_item_ids = _vocabulary_facts(tokenizer)
+        self.close_id, self.next_item_ids, self.closer_ids = _vocabulary_facts(tokenizer)
         # Rows start from copies of one matcher: a copy shares the compiled grammar, where a
         # new matcher compiles it again (about 1 ms a row).
         self._start = llg.LLMatcher(tokenizer, self.grammar, log_level=0)
@@ -123,6 +129,8 @@ class GrammarProcessor:
         # `}` rather than `},`, and where the grammar allows `]` it is written, so an answer
         # ends before the budget cuts it.
         self.reserve_from = None if budget is None else budget - min(RESERVE, budget // 4)
+        self.finish_from = None if budget is None else budget - min(FINISH, budget // 8)
+        self._closers: Any = None  # quotes, then brackets: bool over the vocabulary
         self.matchers = [grammar.matcher() for _ in range(rows)]
         self.live = [True] * rows
         self.bitmask: Any = None  # one bit a token and row, filled by llguidance
@@ -255,7 +263,30 @@ class GrammarProcessor:
             if rows and written > 0:  # never an empty answer for want of budget
                 scores[rows] = float("-inf")
                 scores[rows, close] = 0.0
+        if self.finish_from is not None and written >= self.finish_from:
+            self._finish(scores)
         return scores
+
+    def _finish(self, scores: Any) -> None:
+        """In each live row, only tokens that close something, where the grammar (and the
+        reserve) allows one (see FINISH)."""
+        import torch
+
+        if self._closers is None:
+            self._closers = []
+            for ids in self.grammar.closer_ids:
+                closers = torch.zeros(scores.shape[1], dtype=torch.bool)
+                closers[ids] = True
+                self._closers.append(closers.to(scores.device))
+        for row, live in enumerate(self.live):
+            if not live:
+                continue
+            allowed = torch.isfinite(scores[row])
+            for closers in self._closers:
+                closing = allowed & closers
+                if bool(closing.any()):
+                    scores[row].masked_fill_(~closing, float("-inf"))
+                    break
 
     def _blocked(self, scores: Any) -> Any:
         """The tokens each row's grammar does not allow, as a bool tensor shaped as `scores`.
@@ -279,21 +310,27 @@ TRIPLES_SCHEMA_TEXT = json.dumps(TRIPLES_SCHEMA)
 
 _TOKENIZERS: dict[int, Any] = {}
 _GRAMMARS: dict[tuple[int, str | None], JsonGrammar] = {}
-_FACTS: dict[int, tuple[int | None, list[int]]] = {}
+_FACTS: dict[int, tuple[int | None, list[int], tuple[list[int], list[int]]]] = {}
 _EXECUTOR: list[Any] = []
 _LOCK = threading.Lock()
 
 
-def _vocabulary_facts(tokenizer: Any) -> tuple[int | None, list[int]]:
-    """The single token `]` (None when `]` is not one token), and the tokens that close an item
+def _vocabulary_facts(
+    tokenizer: Any,
+) -> tuple[int | None, list[int], tuple[list[int], list[int]]]:
+    """The single token `]` (None when `]` is not one token); the tokens that close an item
     and go on to the next (`"},` is one token in SmolLM2's vocabulary): banned near the end of
-    the budget so that an item closes with `}`. Read once per tokenizer."""
+    the budget so that an item closes with `}`; and the tokens that finish an answer at the very
+    end of the budget (FINISH): those holding a `"` not escaped, then those holding `}` or `]`.
+    Read once per tokenizer."""
     key = id(tokenizer)
     if key not in _FACTS:
         closing = tokenizer.tokenize_str("]")
-        pieces = (tokenizer.decode_str([i]) for i in range(tokenizer.vocab_size))
+        pieces = [tokenizer.decode_str([i]) for i in range(tokenizer.vocab_size)]
         next_item = [i for i, piece in enumerate(pieces) if "}," in piece or "} ," in piece]
-        _FACTS[key] = (closing[0] if len(closing) == 1 else None, next_item)
+        quotes = [i for i, p in enumerate(pieces) if '"' in p and "\\" not in p]
+        brackets = [i for i, p in enumerate(pieces) if ("}" in p or "]" in p) and '"' not in p]
+        _FACTS[key] = (closing[0] if len(closing) == 1 else None, next_item, (quotes, brackets))
     return _FACTS[key]
 
 
