@@ -278,15 +278,14 @@ class GrammarProcessor:
                 closers = torch.zeros(scores.shape[1], dtype=torch.bool)
                 closers[ids] = True
                 self._closers.append(closers.to(scores.device))
-        for row, live in enumerate(self.live):
-            if not live:
-                continue
-            allowed = torch.isfinite(scores[row])
-            for closers in self._closers:
-                closing = allowed & closers
-                if bool(closing.any()):
-                    scores[row].masked_fill_(~closing, float("-inf"))
-                    break
+        # All rows at once, without reading anything back from a GPU.
+        pending = torch.tensor(self.live, device=scores.device)
+        allowed = torch.isfinite(scores)
+        for closers in self._closers:
+            closing = allowed & closers
+            use = pending & closing.any(dim=1)
+            scores.masked_fill_(use[:, None] & ~closing, float("-inf"))
+            pending &= ~use
 
     def _blocked(self, scores: Any) -> Any:
         """The tokens each row's grammar does not allow, as a bool tensor shaped as `scores`.
