@@ -102,9 +102,25 @@ class JsonGrammar:
             raise ChainError(f"the JSON schema does not compile to a grammar: {error}")
         self.executor = _executor(llg)
         self.close_id, self.next_item_ids, self.closer_ids = _vocabulary_facts(tokenizer)
+        self._closer_masks: dict[tuple[int, str], list[Any]] = {}
         # Rows start from copies of one matcher: a copy shares the compiled grammar, where a
         # new matcher compiles it again (about 1 ms a row).
         self._start = llg.LLMatcher(tokenizer, self.grammar, log_level=0)
+
+    def closer_masks(self, width: int, device: Any) -> list[Any]:
+        """`closer_ids` as bool tensors over `width` scores on `device` (quotes, then brackets),
+        made once per grammar and device: every row's processor shares them."""
+        import torch
+
+        key = (width, str(device))
+        if key not in self._closer_masks:
+            masks = []
+            for ids in self.closer_ids:
+                mask = torch.zeros(width, dtype=torch.bool)
+                mask[ids] = True
+                masks.append(mask.to(device))
+            self._closer_masks[key] = masks
+        return self._closer_masks[key]
 
     def matcher(self) -> Any:
         return self._start.deep_copy()
@@ -130,7 +146,7 @@ class GrammarProcessor:
         # ends before the budget cuts it.
         self.reserve_from = None if budget is None else budget - min(RESERVE, budget // 4)
         self.finish_from = None if budget is None else budget - min(FINISH, budget // 8)
-        self._closers: Any = None  # quotes, then brackets: bool over the vocabulary
+        self._closers: Any = None  # JsonGrammar.closer_masks on the scores' device
         self.matchers = [grammar.matcher() for _ in range(rows)]
         self.live = [True] * rows
         self.bitmask: Any = None  # one bit a token and row, filled by llguidance
@@ -273,11 +289,7 @@ class GrammarProcessor:
         import torch
 
         if self._closers is None:
-            self._closers = []
-            for ids in self.grammar.closer_ids:
-                closers = torch.zeros(scores.shape[1], dtype=torch.bool)
-                closers[ids] = True
-                self._closers.append(closers.to(scores.device))
+            self._closers = self.grammar.closer_masks(scores.shape[1], scores.device)
         # All rows at once, without reading anything back from a GPU.
         pending = torch.tensor(self.live, device=scores.device)
         allowed = torch.isfinite(scores)

@@ -6,8 +6,8 @@ tokens earlier in the prompt or the answer and taking what followed them there (
 decoding, Saxena 2023). Where a grammar constrains the answer, the tokens it forces next (the
 keys and separators of the JSON) are guessed first, and the lookup goes on after them (on 20
 fine-tuned CaRB answers 48 calls instead of 62). One model call over a row's last token and its
-guesses gives the model's choice after each of them; the guesses are kept up to the first that differs from
-what the model chooses, and the model's choice there is kept too. Greedy, the answer is the
+guesses gives the model's choice after each of them; the guesses are kept up to the first that
+differs from what the model chooses, and the model's choice there is kept too. Greedy, the answer is the
 one token-by-token decoding writes up to the rounding of a wider call: in fp32 the same on 60 of
 60 CaRB sentences; with bf16 linear layers, whose rounding depends on a call's width, 15 of 20
 fine-tuned answers were (as batching changes answers in bf16 anyway); a call costs more
@@ -164,9 +164,12 @@ class SpeculativeDecoder:
         mask = self.mask[kept]
         filled = mask.sum(dim=1)
         width = int(filled.max())
-        # each row's filled slots first, in their order (a stable sort of "is empty")
-        slots = torch.sort((mask == 0).to(torch.uint8), dim=1, stable=True).indices[:, :width]
-        if width < mask.shape[1] and gather_slots(self.cache, kept, slots):
+        gathered = False
+        if width < mask.shape[1]:
+            # each row's filled slots first, in their order (a stable sort of "is empty")
+            order = torch.sort((mask == 0).to(torch.uint8), dim=1, stable=True).indices
+            gathered = gather_slots(self.cache, kept, order[:, :width])
+        if gathered:
             self.repacks += 1
             place = torch.arange(width, device=mask.device)
             self.mask = (place[None, :] < filled[:, None]).to(mask.dtype)
